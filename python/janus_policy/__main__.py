@@ -1,0 +1,3 @@
+from janus_policy.cli import main
+
+raise SystemExit(main())

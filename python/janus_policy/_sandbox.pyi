@@ -1,0 +1,197 @@
+"""Native sandbox launcher (Rust): runs one argv in a sandbox under limits.
+
+Policy lives in Python (`janus_policy.execution.sandbox`); this module only
+spawns, limits, isolates, waits and kills.
+"""
+
+from typing import final
+
+class SandboxError(OSError):
+    """The sandbox could not be set up; nothing ran."""
+
+@final
+class Profile:
+    """The filesystem, environment and network of a sandbox.
+
+    Nothing of the host is visible but what is listed: read-only binds, the
+    symlinks beside /usr, a fresh /proc and /dev, a private /tmp tmpfs of
+    `tmp_size_mb`, and `workdir` (writable, at the same path). The root itself
+    is read-only. Bind pairs and symlinks are (source, destination) and
+    (target, link path).
+    """
+
+    def __init__(
+        self,
+        *,
+        workdir: str,
+        ro_binds: list[tuple[str, str]] = ...,
+        ro_binds_try: list[tuple[str, str]] = ...,
+        symlinks: list[tuple[str, str]] = ...,
+        env: list[tuple[str, str]] = ...,
+        network: bool = False,
+        tmp_size_mb: int = 100,
+        hostname: str = "janus-sandbox",
+    ) -> None:
+        """Raises ValueError naming the field for a relative path, a NUL, a bad
+        variable name or an out-of-range size."""
+    @property
+    def workdir(self) -> str: ...
+    @property
+    def ro_binds(self) -> list[tuple[str, str]]: ...
+    @property
+    def ro_binds_try(self) -> list[tuple[str, str]]: ...
+    @property
+    def symlinks(self) -> list[tuple[str, str]]: ...
+    @property
+    def env(self) -> list[tuple[str, str]]: ...
+    @property
+    def network(self) -> bool: ...
+    @property
+    def tmp_size_mb(self) -> int: ...
+    @property
+    def hostname(self) -> str: ...
+
+@final
+class Limits:
+    """Resource limits and how each maps to the kernel.
+
+    memory_mb → RLIMIT_AS; disk_mb → RLIMIT_FSIZE; cpu_percent → a CPU-time
+    budget RLIMIT_CPU = timeout_s x cpu_percent / 100 (SIGXCPU, then SIGKILL a
+    second later); timeout_s → SIGTERM to every process of the sandbox, then
+    SIGKILL after grace_s; nproc → RLIMIT_NPROC; nofile → RLIMIT_NOFILE;
+    RLIMIT_CORE is always 0. output_cap_bytes bounds what is kept of each of
+    stdout and stderr.
+    """
+
+    def __init__(
+        self,
+        *,
+        memory_mb: int = 2048,
+        disk_mb: int = 100,
+        cpu_percent: int = 80,
+        timeout_s: float = 600.0,
+        nproc: int = 256,
+        nofile: int = 1024,
+        output_cap_bytes: int = 1048576,
+        grace_s: float = 2.0,
+    ) -> None:
+        """Raises ValueError naming the field when a value is out of range."""
+    @property
+    def memory_mb(self) -> int: ...
+    @property
+    def disk_mb(self) -> int: ...
+    @property
+    def cpu_percent(self) -> int: ...
+    @property
+    def timeout_s(self) -> float: ...
+    @property
+    def nproc(self) -> int: ...
+    @property
+    def nofile(self) -> int: ...
+    @property
+    def output_cap_bytes(self) -> int: ...
+    @property
+    def grace_s(self) -> float: ...
+    @property
+    def cpu_budget_s(self) -> int:
+        """Seconds of CPU time: ceil(timeout_s x cpu_percent / 100), at least 1."""
+
+@final
+class Outcome:
+    """What happened to one sandboxed command."""
+
+    @property
+    def exit_code(self) -> int:
+        """The exit status; a command killed by signal n reports 128 + n."""
+    @property
+    def signal(self) -> int | None:
+        """The signal that ended the command, if one did."""
+    @property
+    def limit(self) -> str:
+        """Which limit ended it: "none", "memory", "cpu", "disk", "timeout", or
+        "killed" (by `Sandbox.kill` or `kill_all`). Signals are certain; memory
+        and disk-space exhaustion are read from the program's error output."""
+    @property
+    def method(self) -> str:
+        """"bwrap", "native" or "unsandboxed"."""
+    @property
+    def cpu_limit(self) -> str:
+        """How the CPU share was enforced ("rlimit_cpu")."""
+    @property
+    def wall_s(self) -> float: ...
+    @property
+    def user_s(self) -> float: ...
+    @property
+    def sys_s(self) -> float: ...
+    @property
+    def max_rss_kb(self) -> int:
+        """Largest resident set of any process of the sandbox, in KiB."""
+    @property
+    def stdout(self) -> bytes:
+        """Captured standard output, at most `output_cap_bytes`."""
+    @property
+    def stderr(self) -> bytes: ...
+    @property
+    def stdout_bytes(self) -> int:
+        """Bytes the command wrote to stdout, kept or not."""
+    @property
+    def stderr_bytes(self) -> int: ...
+    @property
+    def stdout_truncated(self) -> bool: ...
+    @property
+    def stderr_truncated(self) -> bool: ...
+    @property
+    def pid(self) -> int:
+        """Host pid of the sandbox's outer process."""
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready; output decoded as UTF-8 with replacement characters."""
+
+@final
+class Sandbox:
+    """A started sandbox.
+
+    `wait()` enforces the timeout, so call it (from one thread); `kill()` may
+    be called from any thread. The sandbox dies with the thread that spawned it
+    (parent-death signal), so spawn and wait from a long-lived thread.
+    """
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def method(self) -> str: ...
+    @property
+    def finished(self) -> bool:
+        """True once the sandbox has ended and been reaped."""
+    def wait(self) -> Outcome:
+        """Blocks without the GIL until the end; a second call returns the same Outcome."""
+    def kill(self) -> None:
+        """SIGKILLs every process of the sandbox."""
+
+def spawn(
+    argv: list[str],
+    profile: Profile,
+    limits: Limits,
+    *,
+    method: str,
+    bwrap: str | None = None,
+    run_as: tuple[int, int] | None = None,
+) -> Sandbox:
+    """Starts `argv` by `method` ("bwrap", "native" or "unsandboxed") and
+    returns once it has been exec'd inside the sandbox.
+
+    `argv[0]` is resolved on the profile's PATH (or against the work dir when
+    it has a slash) before anything starts. `run_as` is the host (uid, gid) the
+    sandbox runs as; never 0. Raises ValueError for bad arguments and
+    SandboxError (naming the failed step) when setup fails.
+    """
+
+def bwrap_options(profile: Profile) -> list[str]:
+    """The options bwrap receives through `--args` for `profile` (they name the
+    seccomp and info descriptors 4 and 5); the command follows `--` on bwrap's
+    own argv."""
+
+def seccomp_program(network: bool) -> bytes:
+    """The seccomp filter as raw `struct sock_filter` bytes."""
+
+def kill_all() -> int:
+    """SIGKILLs every sandbox of this process that is still alive; returns how many."""

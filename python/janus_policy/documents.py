@@ -1,0 +1,176 @@
+"""Input documents: YAML (or JSON) read with the position of every node, then
+checked against one of the package's JSON Schemas.
+
+Every error names the file, line, column and field, so an operator can jump
+straight to it; nothing is silently accepted.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from janus_policy.errors import InputError, Location
+
+JsonPath = tuple[str | int, ...]
+
+
+@dataclass
+class Document:
+    """Plain data plus the position of each node, keyed by its path."""
+
+    path: str
+    data: Any
+    positions: dict[JsonPath, tuple[int, int]] = field(default_factory=dict)
+
+    def location(self, at: JsonPath) -> Location:
+        """The closest known position of `at` (walking up to its parents)."""
+        while at not in self.positions and at:
+            at = at[:-1]
+        line, col = self.positions.get(at, (0, 0))
+        return Location(self.path, line, col)
+
+
+def pointer(at: JsonPath) -> str:
+    """`rules[2].when` style, for messages."""
+    out = ""
+    for part in at:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out or "(document)"
+
+
+_SCALARS = yaml.constructor.SafeConstructor()
+
+
+def _construct(node: yaml.Node, at: JsonPath, doc: Document) -> Any:
+    doc.positions[at] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = _SCALARS.construct_object(key_node) if isinstance(key_node, yaml.ScalarNode) else None
+            if not isinstance(key, str):
+                raise InputError(
+                    "E003", "keys must be strings", _mark(doc.path, key_node), pointer(at)
+                )
+            if key in out:
+                raise InputError(
+                    "E004", f"duplicate key {key!r}", _mark(doc.path, key_node), pointer((*at, key))
+                )
+            out[key] = _construct(value_node, (*at, key), doc)
+            # A field's errors point at its key, where an editor's cursor goes.
+            doc.positions[(*at, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(item, (*at, i), doc) for i, item in enumerate(node.value)]
+    return _SCALARS.construct_object(node)
+
+
+def _mark(path: str, node: yaml.Node) -> Location:
+    return Location(path, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def parse(text: str, path: str) -> Document:
+    """Parses one YAML (or JSON) document, keeping positions."""
+    doc = Document(path=path, data=None)
+    try:
+        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        loc = Location(path, mark.line + 1, mark.column + 1) if mark else Location(path)
+        raise InputError("E001", f"invalid YAML: {e.problem or e.context}", loc) from None
+    except yaml.YAMLError as e:
+        raise InputError("E001", f"invalid YAML: {e}", Location(path)) from None
+    if len(nodes) > 1:
+        raise InputError("E002", "expected one YAML document, found several", Location(path))
+    if nodes and nodes[0] is not None:
+        try:
+            doc.data = _construct(nodes[0], (), doc)
+        except yaml.constructor.ConstructorError as e:
+            mark = e.problem_mark
+            loc = Location(path, mark.line + 1, mark.column + 1) if mark else Location(path)
+            raise InputError("E001", f"invalid YAML: {e.problem}", loc) from None
+    return doc
+
+
+def read(path: Path | str) -> Document:
+    """Reads a file; unreadable input is an InputError with code E000."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise InputError("E000", f"cannot read file: {reason}", Location(str(p))) from None
+    return parse(text, str(p))
+
+
+@cache
+def schema(name: str) -> dict[str, Any]:
+    """One of the package's JSON Schemas, by short name (e.g. `sandbox-profile`)."""
+    ref = resources.files("janus_policy.schemas").joinpath(f"{name}.schema.json")
+    loaded: dict[str, Any] = json.loads(ref.read_text(encoding="utf-8"))
+    return loaded
+
+
+def schema_names() -> list[str]:
+    files = resources.files("janus_policy.schemas").iterdir()
+    return sorted(f.name.removesuffix(".schema.json") for f in files if f.name.endswith(".schema.json"))
+
+
+def _did_you_mean(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _explain(err: jsonschema.ValidationError, doc: Document) -> InputError:
+    at: JsonPath = tuple(err.absolute_path)
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        allowed = list(err.schema.get("properties", {}))
+        extra = [k for k in err.instance if k not in allowed]
+        key = extra[0] if extra else ""
+        return InputError(
+            "E101",
+            f"unknown key {key!r}{_did_you_mean(key, allowed)}",
+            doc.location((*at, key)),
+            pointer((*at, key)),
+        )
+    if err.validator == "required":
+        return InputError("E102", err.message, doc.location(at), pointer(at))
+    if err.validator == "enum":
+        options = [str(o) for o in err.validator_value]
+        hint = _did_you_mean(str(err.instance), options)
+        return InputError(
+            "E103",
+            f"{err.instance!r} is not one of {', '.join(options)}{hint}",
+            doc.location(at),
+            pointer(at),
+        )
+    return InputError("E100", err.message, doc.location(at), pointer(at))
+
+
+def validate(doc: Document, schema_name: str) -> None:
+    """Raises the first schema violation (in document order) as an InputError."""
+    errors = list(validation_errors(doc, schema_name))
+    if errors:
+        raise errors[0]
+
+
+def validation_errors(doc: Document, schema_name: str) -> list[InputError]:
+    """Every schema violation, each with its position, in document order."""
+    validator = jsonschema.Draft202012Validator(schema(schema_name))
+    found = [_explain(e, doc) for e in validator.iter_errors(doc.data)]
+    return sorted(found, key=lambda e: (e.location.line, e.location.column) if e.location else (0, 0))
+
+
+def load(path: Path | str, schema_name: str) -> Document:
+    """Read, parse and validate in one step."""
+    doc = read(path)
+    validate(doc, schema_name)
+    return doc

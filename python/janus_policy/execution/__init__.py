@@ -1,0 +1,1 @@
+"""Execution: the sandbox and, on top of it, tools and the tool executor."""

@@ -1,0 +1,805 @@
+//! fork/exec of a sandbox.
+//!
+//! Everything the child needs is built before `fork` (C strings, pointer
+//! arrays, mount plan, rlimits); between `fork` and `execve` the child only
+//! makes raw system calls, which are async-signal-safe, because the parent is a
+//! multi-threaded Python process. Any failure there is written to a CLOEXEC
+//! pipe as (step, errno) and the child exits 127; the parent reads that pipe
+//! until EOF, so `spawn` returns only after the command was exec'd or failed.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr;
+
+use libc::{c_char, c_int, c_ulong};
+
+use crate::bwrap;
+use crate::profile::{Limits, MountOp, Profile};
+use crate::seccomp;
+
+/// How a command is isolated.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Method {
+    Bwrap(String),
+    Native,
+    Unsandboxed,
+}
+
+impl Method {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::Bwrap(_) => "bwrap",
+            Method::Native => "native",
+            Method::Unsandboxed => "unsandboxed",
+        }
+    }
+}
+
+/// The steps a child can fail at, reported back to the parent by index.
+const STEPS: &[&str] = &[
+    "dup2",
+    "setgroups",
+    "setresgid",
+    "setresuid",
+    "prctl(PR_SET_PDEATHSIG)",
+    "setrlimit",
+    "execve",
+    "unshare",
+    "write uid/gid map",
+    "fork",
+    "make mounts private",
+    "mount staging tmpfs",
+    "pivot_root to staging",
+    "mount new root",
+    "mkdir mount point",
+    "bind mount",
+    "remount read-only",
+    "symlink",
+    "mount tmpfs",
+    "mount proc",
+    "populate /dev",
+    "leave old root",
+    "sethostname",
+    "drop capabilities",
+    "no_new_privs",
+    "seccomp",
+    "chdir to work dir",
+    "setsid",
+];
+
+fn step(name: &str) -> u8 {
+    STEPS.iter().position(|s| *s == name).expect("known step") as u8
+}
+
+/// A failure to start, with the step that failed.
+#[derive(Debug)]
+pub struct SpawnError {
+    pub step: &'static str,
+    pub errno: i32,
+}
+
+impl std::fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "sandbox setup failed at {}: {}",
+            self.step,
+            io::Error::from_raw_os_error(self.errno)
+        )
+    }
+}
+
+/// The parent's ends of a started sandbox.
+pub struct Started {
+    pub pid: i32,
+    pub pidfd: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    pub info: OwnedFd,
+}
+
+/// A NULL-terminated array of C string pointers that owns its strings.
+struct CArgv {
+    _owned: Vec<CString>,
+    ptrs: Vec<*const c_char>,
+}
+
+impl CArgv {
+    fn new<S: AsRef<str>>(items: &[S]) -> io::Result<Self> {
+        let owned = items
+            .iter()
+            .map(|s| CString::new(s.as_ref()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput)))
+            .collect::<io::Result<Vec<_>>>()?;
+        let mut ptrs: Vec<*const c_char> = owned.iter().map(|c| c.as_ptr()).collect();
+        ptrs.push(ptr::null());
+        Ok(CArgv { _owned: owned, ptrs })
+    }
+    fn as_ptr(&self) -> *const *const c_char {
+        self.ptrs.as_ptr()
+    }
+}
+
+fn cstr(s: &str) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+fn cvt(r: c_int) -> io::Result<c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// A CLOEXEC pipe whose ends are numbered 10 or above, so the child's dup2
+/// onto 0..=6 can never overwrite a source it still has to copy.
+fn pipe_high() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as c_int; 2];
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok((high(r)?, high(w)?))
+}
+
+fn high(fd: OwnedFd) -> io::Result<OwnedFd> {
+    let n = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+}
+
+fn memfd_with(name: &str, data: &[u8]) -> io::Result<OwnedFd> {
+    let n = cstr(name)?;
+    let fd = cvt(unsafe { libc::memfd_create(n.as_ptr(), libc::MFD_CLOEXEC) })?;
+    let fd = high(unsafe { OwnedFd::from_raw_fd(fd) })?;
+    let mut off = 0;
+    while off < data.len() {
+        let w = unsafe {
+            libc::write(fd.as_raw_fd(), data[off..].as_ptr().cast(), data.len() - off)
+        };
+        if w < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        off += w as usize;
+    }
+    if unsafe { libc::lseek(fd.as_raw_fd(), 0, libc::SEEK_SET) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// One native mount step with every path already a C string.
+enum NativeOp {
+    Bind {
+        src: CString,
+        dst: CString,
+        dirs: Vec<CString>,
+        is_dir: bool,
+        flags: c_ulong,
+        readonly: bool,
+    },
+    Symlink {
+        target: CString,
+        link: CString,
+        dirs: Vec<CString>,
+    },
+    Tmpfs {
+        dst: CString,
+        dirs: Vec<CString>,
+        data: CString,
+    },
+    Proc {
+        dst: CString,
+        dirs: Vec<CString>,
+    },
+    Dev {
+        dst: CString,
+        dirs: Vec<CString>,
+        nodes: Vec<(CString, CString)>,
+        links: Vec<(CString, CString)>,
+        shm: CString,
+    },
+    RemountRoRoot,
+}
+
+const NEWROOT: &str = "/newroot";
+const OLDROOT: &str = "/oldroot";
+
+/// `/newroot/a`, `/newroot/a/b`, ... for a path inside the sandbox.
+fn dirs_to(dst: &str, include_self: bool) -> io::Result<Vec<CString>> {
+    let parts: Vec<&str> = dst.split('/').filter(|p| !p.is_empty()).collect();
+    let n = if include_self { parts.len() } else { parts.len().saturating_sub(1) };
+    let mut out = Vec::new();
+    let mut acc = String::from(NEWROOT);
+    for p in &parts[..n] {
+        acc.push('/');
+        acc.push_str(p);
+        out.push(cstr(&acc)?);
+    }
+    Ok(out)
+}
+
+/// Mount flags a bind remount must keep: in a user namespace the kernel locks
+/// the source's nosuid/nodev/noexec/atime flags and refuses to clear them.
+fn locked_flags(path: &str) -> io::Result<c_ulong> {
+    let c = cstr(path)?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    cvt(unsafe { libc::statvfs(c.as_ptr(), &mut st) })?;
+    let map = [
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+    ];
+    Ok(map
+        .iter()
+        .filter(|(st_flag, _)| st.f_flag & st_flag != 0)
+        .fold(0, |acc, (_, ms)| acc | ms))
+}
+
+fn native_plan(profile: &Profile) -> io::Result<Vec<NativeOp>> {
+    let inside = |p: &str| cstr(&format!("{NEWROOT}{p}"));
+    let mut plan = Vec::new();
+    for op in profile.mount_ops() {
+        plan.push(match op {
+            // Sources are resolved here: an absolute symlink (/etc/localtime)
+            // would otherwise be followed inside the half-built root.
+            MountOp::RoBind { src, dst, optional } => match std::fs::canonicalize(&src) {
+                Err(_) if optional => continue,
+                Err(e) => {
+                    return Err(io::Error::new(e.kind(), format!("ro_binds: {src}: {e}")));
+                }
+                Ok(real) => NativeOp::Bind {
+                    src: cstr(&format!("{OLDROOT}{}", real.display()))?,
+                    dst: inside(&dst)?,
+                    dirs: dirs_to(&dst, real.is_dir())?,
+                    is_dir: real.is_dir(),
+                    flags: locked_flags(&src)?,
+                    readonly: true,
+                },
+            },
+            MountOp::RwBind { src, dst } => {
+                let real = std::fs::canonicalize(&src)
+                    .map_err(|e| io::Error::new(e.kind(), format!("workdir: {src}: {e}")))?;
+                NativeOp::Bind {
+                    src: cstr(&format!("{OLDROOT}{}", real.display()))?,
+                    dst: inside(&dst)?,
+                    dirs: dirs_to(&dst, real.is_dir())?,
+                    is_dir: real.is_dir(),
+                    flags: locked_flags(&src)?,
+                    readonly: false,
+                }
+            }
+            MountOp::Symlink { target, link } => NativeOp::Symlink {
+                target: cstr(&target)?,
+                link: inside(&link)?,
+                dirs: dirs_to(&link, false)?,
+            },
+            MountOp::Tmpfs { dst, size } => NativeOp::Tmpfs {
+                dst: inside(&dst)?,
+                dirs: dirs_to(&dst, true)?,
+                data: cstr(&format!("size={size},mode=1777"))?,
+            },
+            MountOp::Proc { dst } => NativeOp::Proc {
+                dst: inside(&dst)?,
+                dirs: dirs_to(&dst, true)?,
+            },
+            MountOp::Dev { dst } => {
+                let mut nodes = Vec::new();
+                for n in ["null", "zero", "full", "random", "urandom", "tty"] {
+                    nodes.push((cstr(&format!("{OLDROOT}/dev/{n}"))?, inside(&format!("{dst}/{n}"))?));
+                }
+                let mut links = Vec::new();
+                for (t, l) in [
+                    ("/proc/self/fd", "fd"),
+                    ("/proc/self/fd/0", "stdin"),
+                    ("/proc/self/fd/1", "stdout"),
+                    ("/proc/self/fd/2", "stderr"),
+                ] {
+                    links.push((cstr(t)?, inside(&format!("{dst}/{l}"))?));
+                }
+                NativeOp::Dev {
+                    dst: inside(&dst)?,
+                    dirs: dirs_to(&dst, true)?,
+                    nodes,
+                    links,
+                    shm: inside(&format!("{dst}/shm"))?,
+                }
+            }
+            MountOp::RemountRoRoot => NativeOp::RemountRoRoot,
+        });
+    }
+    Ok(plan)
+}
+
+/// Everything the native child needs, prepared before fork.
+struct NativePrep {
+    plan: Vec<NativeOp>,
+    uid_map: Vec<u8>,
+    gid_map: Vec<u8>,
+    hostname: CString,
+    workdir: CString,
+    filter: Vec<libc::sock_filter>,
+    unshare_flags: c_int,
+}
+
+/// All a child needs, prepared before fork.
+struct Prep {
+    exe: CString,
+    argv: CArgv,
+    envp: CArgv,
+    rlimits: Vec<(c_int, libc::rlimit)>,
+    drop_to: Option<(u32, u32)>,
+    parent: i32,
+    native: Option<NativePrep>,
+    /// The unsandboxed method changes into the work dir itself.
+    chdir: Option<CString>,
+}
+
+fn rlimits(limits: &Limits) -> Vec<(c_int, libc::rlimit)> {
+    let rl = |soft: u64, hard: u64| libc::rlimit {
+        rlim_cur: soft as libc::rlim_t,
+        rlim_max: hard as libc::rlim_t,
+    };
+    let mem = limits.memory_mb << 20;
+    let disk = limits.disk_mb << 20;
+    let cpu = limits.cpu_budget_s();
+    vec![
+        (libc::RLIMIT_AS as c_int, rl(mem, mem)),
+        (libc::RLIMIT_FSIZE as c_int, rl(disk, disk)),
+        // SIGXCPU at the budget, SIGKILL a second later for programs that catch it.
+        (libc::RLIMIT_CPU as c_int, rl(cpu, cpu + 1)),
+        (libc::RLIMIT_NPROC as c_int, rl(limits.nproc, limits.nproc)),
+        (libc::RLIMIT_NOFILE as c_int, rl(limits.nofile, limits.nofile)),
+        (libc::RLIMIT_CORE as c_int, rl(0, 0)),
+    ]
+}
+
+/// Starts `argv` by `method`. `drop_to` is the host (uid, gid) the sandbox runs
+/// as; the caller sets it when it runs as root, so RLIMIT_NPROC binds (the
+/// kernel exempts root from it) and nothing in the sandbox is root on the host.
+pub fn spawn(
+    argv: &[String],
+    profile: &Profile,
+    limits: &Limits,
+    method: &Method,
+    drop_to: Option<(u32, u32)>,
+) -> Result<Started, String> {
+    let program = profile.resolve_program(&argv[0])?;
+    let env: Vec<String> = profile.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    fn io_err(what: &'static str) -> impl Fn(io::Error) -> String {
+        move |e| format!("{what}: {e}")
+    }
+
+    let (out_r, out_w) = pipe_high().map_err(io_err("pipe"))?;
+    let (err_r, err_w) = pipe_high().map_err(io_err("pipe"))?;
+    let (info_r, info_w) = pipe_high().map_err(io_err("pipe"))?;
+    let (fail_r, fail_w) = pipe_high().map_err(io_err("pipe"))?;
+    let devnull = {
+        let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        let fd = cvt(fd).map_err(io_err("/dev/null"))?;
+        high(unsafe { OwnedFd::from_raw_fd(fd) }).map_err(io_err("/dev/null"))?
+    };
+    let (bw_args, bw_filter) = match method {
+        Method::Bwrap(_) => {
+            let a = bwrap::encode(&bwrap::options(profile));
+            (
+                Some(memfd_with("janus-bwrap-args", &a).map_err(io_err("memfd"))?),
+                Some(
+                    memfd_with("janus-seccomp", &seccomp::program_bytes(profile.network))
+                        .map_err(io_err("memfd"))?,
+                ),
+            )
+        }
+        _ => (None, None),
+    };
+    let mut cmd_argv: Vec<String> = vec![program.clone()];
+    cmd_argv.extend(argv[1..].iter().cloned());
+    let (exe, c_argv, c_env) = match method {
+        Method::Bwrap(path) => (
+            cstr(path).map_err(|_| "bwrap path contains NUL".to_string())?,
+            CArgv::new(&bwrap::command_line(path, &program, &argv[1..]))
+                .map_err(|_| "argv: an argument contains NUL".to_string())?,
+            CArgv::new::<&str>(&[]).map_err(io_err("env"))?,
+        ),
+        _ => (
+            cstr(&program).map_err(io_err("argv"))?,
+            CArgv::new(&cmd_argv).map_err(|_| "argv: an argument contains NUL".to_string())?,
+            CArgv::new(&env).map_err(|_| "env: a value contains NUL".to_string())?,
+        ),
+    };
+    let native = match method {
+        Method::Native => {
+            let (uid, gid) = drop_to.unwrap_or_else(|| unsafe { (libc::geteuid(), libc::getegid()) });
+            let mut flags = libc::CLONE_NEWUSER
+                | libc::CLONE_NEWNS
+                | libc::CLONE_NEWPID
+                | libc::CLONE_NEWIPC
+                | libc::CLONE_NEWUTS
+                | libc::CLONE_NEWCGROUP;
+            if !profile.network {
+                flags |= libc::CLONE_NEWNET;
+            }
+            Some(NativePrep {
+                plan: native_plan(profile).map_err(|e| e.to_string())?,
+                uid_map: format!("{uid} {uid} 1\n").into_bytes(),
+                gid_map: format!("{gid} {gid} 1\n").into_bytes(),
+                hostname: cstr(&profile.hostname).map_err(io_err("hostname"))?,
+                workdir: cstr(&profile.workdir).map_err(io_err("workdir"))?,
+                filter: seccomp::filter(profile.network),
+                unshare_flags: flags,
+            })
+        }
+        _ => None,
+    };
+    let prep = Prep {
+        exe,
+        argv: c_argv,
+        envp: c_env,
+        rlimits: rlimits(limits),
+        drop_to,
+        parent: unsafe { libc::getpid() },
+        native,
+        chdir: match method {
+            Method::Unsandboxed => Some(cstr(&profile.workdir).map_err(io_err("workdir"))?),
+            _ => None,
+        },
+    };
+    // Child layout: 0 stdin, 1 stdout, 2 stderr, 3 bwrap args, 4 seccomp,
+    // 5 info, 6 the failure pipe (still CLOEXEC).
+    let layout: [RawFd; 6] = [
+        devnull.as_raw_fd(),
+        out_w.as_raw_fd(),
+        err_w.as_raw_fd(),
+        bw_args.as_ref().map_or(-1, |f| f.as_raw_fd()),
+        bw_filter.as_ref().map_or(-1, |f| f.as_raw_fd()),
+        info_w.as_raw_fd(),
+    ];
+    let fail_fd = fail_w.as_raw_fd();
+
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        unsafe { child(&prep, &layout, fail_fd) }
+    }
+    drop((out_w, err_w, info_w, fail_w, devnull, bw_args, bw_filter));
+
+    // Wait for exec (EOF) or a failure report.
+    let mut buf = [0u8; 5];
+    let mut got = 0;
+    while got < buf.len() {
+        let n = unsafe { libc::read(fail_r.as_raw_fd(), buf[got..].as_mut_ptr().cast(), buf.len() - got) };
+        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        if n <= 0 {
+            break;
+        }
+        got += n as usize;
+    }
+    if got == buf.len() {
+        let mut status = 0;
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        let e = SpawnError {
+            step: STEPS.get(buf[0] as usize).copied().unwrap_or("unknown step"),
+            errno: i32::from_ne_bytes([buf[1], buf[2], buf[3], buf[4]]),
+        };
+        return Err(e.to_string());
+    }
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as c_int;
+    if pidfd < 0 {
+        let e = io::Error::last_os_error();
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+            libc::waitpid(pid, ptr::null_mut(), 0);
+        }
+        return Err(format!("pidfd_open: {e}"));
+    }
+    Ok(Started {
+        pid,
+        pidfd: unsafe { OwnedFd::from_raw_fd(pidfd) },
+        stdout: out_r,
+        stderr: err_r,
+        info: info_r,
+    })
+}
+
+// ---- everything below runs in the forked child: raw syscalls only ----
+
+unsafe fn die(fail_fd: RawFd, at: &str) -> ! {
+    let errno = *libc::__errno_location();
+    let mut msg = [0u8; 5];
+    msg[0] = step(at);
+    msg[1..].copy_from_slice(&errno.to_ne_bytes());
+    libc::write(fail_fd, msg.as_ptr().cast(), msg.len());
+    libc::_exit(127)
+}
+
+unsafe fn check(r: c_int, fail_fd: RawFd, at: &str) {
+    if r < 0 {
+        die(fail_fd, at)
+    }
+}
+
+unsafe fn close_from(first: c_int) {
+    if libc::syscall(libc::SYS_close_range, first as u32, u32::MAX, 0) < 0 {
+        for fd in first..4096 {
+            libc::close(fd);
+        }
+    }
+}
+
+unsafe fn write_file(path: &std::ffi::CStr, data: &[u8]) -> c_int {
+    let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+    if fd < 0 {
+        return -1;
+    }
+    let n = libc::write(fd, data.as_ptr().cast(), data.len());
+    libc::close(fd);
+    if n == data.len() as isize {
+        0
+    } else {
+        -1
+    }
+}
+
+unsafe fn child(p: &Prep, layout: &[RawFd; 6], fail: RawFd) -> ! {
+    // Python ignores SIGPIPE and SIGXFSZ and may block signals; the command
+    // must start with default dispositions or the disk limit would not fire.
+    let mut empty: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut empty);
+    libc::sigprocmask(libc::SIG_SETMASK, &empty, ptr::null_mut());
+    for sig in 1..65 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+    libc::setpgid(0, 0);
+    // The failure pipe moves to 6 first so the layout cannot clobber it.
+    let fail_hi = libc::fcntl(fail, libc::F_DUPFD_CLOEXEC, 64);
+    let fail = if fail_hi < 0 { die(fail, "dup2") } else { fail_hi };
+    for (target, &src) in layout.iter().enumerate() {
+        if src >= 0 {
+            check(libc::dup2(src, target as c_int), fail, "dup2");
+        }
+    }
+    check(libc::dup3(fail, 6, libc::O_CLOEXEC), fail, "dup2");
+    let fail = 6;
+    close_from(7);
+    if let Some((uid, gid)) = p.drop_to {
+        check(libc::setgroups(0, ptr::null()), fail, "setgroups");
+        check(libc::setresgid(gid, gid, gid), fail, "setresgid");
+        check(libc::setresuid(uid, uid, uid), fail, "setresuid");
+        // The uid change made us non-dumpable, which would leave our own
+        // /proc/self/uid_map owned by root and unwritable.
+        libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0);
+    }
+    // After any credential change, which clears it.
+    check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL), fail, "prctl(PR_SET_PDEATHSIG)");
+    if libc::getppid() != p.parent {
+        libc::_exit(127);
+    }
+    match &p.native {
+        Some(n) => native_child(p, n, fail),
+        None => {
+            if let Some(dir) = &p.chdir {
+                check(libc::chdir(dir.as_ptr()), fail, "chdir to work dir");
+            }
+            exec(p, fail)
+        }
+    }
+}
+
+/// Limits go on last, right before exec: RLIMIT_AS below the size of the
+/// forked Python image would break the child's own stack growth.
+unsafe fn exec(p: &Prep, fail: RawFd) -> ! {
+    for (res, lim) in &p.rlimits {
+        check(libc::setrlimit(*res as _, lim), fail, "setrlimit");
+    }
+    libc::execve(p.exe.as_ptr(), p.argv.as_ptr(), p.envp.as_ptr());
+    die(fail, "execve")
+}
+
+/// Exits the way `status` says a child ended, as bwrap does (128+n for a signal).
+unsafe fn mirror(status: c_int) -> ! {
+    if libc::WIFEXITED(status) {
+        libc::_exit(libc::WEXITSTATUS(status))
+    }
+    libc::_exit(128 + libc::WTERMSIG(status))
+}
+
+unsafe fn wait_for(pid: libc::pid_t) -> c_int {
+    let mut status = 0;
+    loop {
+        let r = libc::waitpid(pid, &mut status, 0);
+        if r == pid {
+            return status;
+        }
+        if r < 0 && *libc::__errno_location() != libc::EINTR {
+            return 127 << 8;
+        }
+    }
+}
+
+/// The native method: A (this process) enters new namespaces and forks B,
+/// pid 1 of the new pid namespace, which builds the filesystem and forks C,
+/// the command. A and B mirror their child's exit; when B ends, the kernel
+/// kills everything left in the namespace.
+unsafe fn native_child(p: &Prep, n: &NativePrep, fail: RawFd) -> ! {
+    check(libc::unshare(n.unshare_flags), fail, "unshare");
+    check(write_file(c"/proc/self/setgroups", b"deny"), fail, "write uid/gid map");
+    check(write_file(c"/proc/self/uid_map", &n.uid_map), fail, "write uid/gid map");
+    check(write_file(c"/proc/self/gid_map", &n.gid_map), fail, "write uid/gid map");
+    let b = libc::fork();
+    if b < 0 {
+        die(fail, "fork");
+    }
+    if b > 0 {
+        // A: tell the parent who pid 1 is, then only wait.
+        let bytes = b.to_ne_bytes();
+        libc::write(bwrap::INFO_FD, bytes.as_ptr().cast(), bytes.len());
+        close_from(0);
+        mirror(wait_for(b));
+    }
+    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    libc::close(bwrap::INFO_FD);
+    build_root(n, fail);
+    check(libc::sethostname(n.hostname.as_ptr(), n.hostname.as_bytes().len()), fail, "sethostname");
+    let c = libc::fork();
+    if c < 0 {
+        die(fail, "fork");
+    }
+    if c > 0 {
+        // B: init of the namespace. Reap everything; end with the command.
+        close_from(0);
+        loop {
+            let mut status = 0;
+            let r = libc::waitpid(-1, &mut status, 0);
+            if r == c {
+                mirror(status);
+            }
+            if r < 0 && *libc::__errno_location() == libc::ECHILD {
+                libc::_exit(127);
+            }
+        }
+    }
+    // C: the command.
+    check(libc::setsid(), fail, "setsid");
+    check(libc::chdir(n.workdir.as_ptr()), fail, "chdir to work dir");
+    drop_caps(fail);
+    check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), fail, "no_new_privs");
+    let prog = libc::sock_fprog {
+        len: n.filter.len() as u16,
+        filter: n.filter.as_ptr() as *mut libc::sock_filter,
+    };
+    let r = libc::syscall(libc::SYS_seccomp, 1 /* SECCOMP_SET_MODE_FILTER */, 0, &prog) as c_int;
+    check(r, fail, "seccomp");
+    exec(p, fail)
+}
+
+unsafe fn drop_caps(fail: RawFd) {
+    for cap in 0..64 {
+        if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && *libc::__errno_location() != libc::EINVAL {
+            die(fail, "drop capabilities");
+        }
+    }
+    libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut hdr = Header {
+        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+        pid: 0,
+    };
+    let data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    let r = libc::syscall(libc::SYS_capset, &mut hdr, data.as_ptr()) as c_int;
+    check(r, fail, "drop capabilities");
+}
+
+unsafe fn mkdirs(dirs: &[CString], fail: RawFd) {
+    for d in dirs {
+        if libc::mkdir(d.as_ptr(), 0o755) < 0 && *libc::__errno_location() != libc::EEXIST {
+            die(fail, "mkdir mount point");
+        }
+    }
+}
+
+unsafe fn touch(path: &CString, fail: RawFd) {
+    let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC, 0o644);
+    if fd < 0 {
+        die(fail, "mkdir mount point");
+    }
+    libc::close(fd);
+}
+
+unsafe fn mount(src: *const c_char, dst: *const c_char, fstype: *const c_char, flags: c_ulong, data: *const c_char) -> c_int {
+    libc::mount(src, dst, fstype, flags, data.cast())
+}
+
+/// Builds the new root the way bwrap does: a tmpfs pivoted onto, the host
+/// root kept at /oldroot only while binds are made from it, then detached.
+unsafe fn build_root(n: &NativePrep, fail: RawFd) {
+    let null = ptr::null();
+    check(mount(null, c"/".as_ptr(), null, libc::MS_SLAVE | libc::MS_REC, null), fail, "make mounts private");
+    // Staging on /tmp: pivot_root moves this mount away, so the host's /tmp
+    // stays visible under /oldroot/tmp for a work dir that lives there.
+    let base = c"/tmp";
+    check(mount(c"tmpfs".as_ptr(), base.as_ptr(), c"tmpfs".as_ptr(), libc::MS_NOSUID | libc::MS_NODEV, c"mode=0755".as_ptr()), fail, "mount staging tmpfs");
+    check(libc::chdir(base.as_ptr()), fail, "pivot_root to staging");
+    check(libc::mkdir(c"newroot".as_ptr(), 0o755), fail, "pivot_root to staging");
+    check(libc::mkdir(c"oldroot".as_ptr(), 0o755), fail, "pivot_root to staging");
+    let r = libc::syscall(libc::SYS_pivot_root, base.as_ptr(), c"oldroot".as_ptr()) as c_int;
+    check(r, fail, "pivot_root to staging");
+    check(libc::chdir(c"/".as_ptr()), fail, "pivot_root to staging");
+    let newroot = c"/newroot";
+    check(mount(c"tmpfs".as_ptr(), newroot.as_ptr(), c"tmpfs".as_ptr(), libc::MS_NOSUID | libc::MS_NODEV, c"mode=0755".as_ptr()), fail, "mount new root");
+
+    for op in &n.plan {
+        match op {
+            NativeOp::Bind { src, dst, dirs, is_dir, flags, readonly } => {
+                mkdirs(dirs, fail);
+                if !is_dir {
+                    touch(dst, fail);
+                }
+                check(mount(src.as_ptr(), dst.as_ptr(), null, libc::MS_BIND | libc::MS_REC, null), fail, "bind mount");
+                let mut f = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NOSUID | libc::MS_NODEV | flags;
+                if *readonly {
+                    f |= libc::MS_RDONLY;
+                }
+                check(mount(null, dst.as_ptr(), null, f, null), fail, "remount read-only");
+            }
+            NativeOp::Symlink { target, link, dirs } => {
+                mkdirs(dirs, fail);
+                check(libc::symlink(target.as_ptr(), link.as_ptr()), fail, "symlink");
+            }
+            NativeOp::Tmpfs { dst, dirs, data } => {
+                mkdirs(dirs, fail);
+                check(mount(c"tmpfs".as_ptr(), dst.as_ptr(), c"tmpfs".as_ptr(), libc::MS_NOSUID | libc::MS_NODEV, data.as_ptr()), fail, "mount tmpfs");
+            }
+            NativeOp::Proc { dst, dirs } => {
+                mkdirs(dirs, fail);
+                let f = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+                check(mount(c"proc".as_ptr(), dst.as_ptr(), c"proc".as_ptr(), f, null), fail, "mount proc");
+            }
+            NativeOp::Dev { dst, dirs, nodes, links, shm } => {
+                mkdirs(dirs, fail);
+                check(mount(c"tmpfs".as_ptr(), dst.as_ptr(), c"tmpfs".as_ptr(), libc::MS_NOSUID | libc::MS_NOEXEC, c"mode=0755".as_ptr()), fail, "populate /dev");
+                for (host, node) in nodes {
+                    touch(node, fail);
+                    check(mount(host.as_ptr(), node.as_ptr(), null, libc::MS_BIND, null), fail, "populate /dev");
+                }
+                for (target, link) in links {
+                    check(libc::symlink(target.as_ptr(), link.as_ptr()), fail, "populate /dev");
+                }
+                check(libc::mkdir(shm.as_ptr(), 0o1777), fail, "populate /dev");
+                check(libc::chmod(shm.as_ptr(), 0o1777), fail, "populate /dev");
+            }
+            NativeOp::RemountRoRoot => {
+                let f = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
+                check(mount(null, newroot.as_ptr(), null, f, null), fail, "remount read-only");
+            }
+        }
+    }
+    // Drop the host root, then make /newroot the root and drop the staging one.
+    check(libc::umount2(c"/oldroot".as_ptr(), libc::MNT_DETACH), fail, "leave old root");
+    check(libc::chdir(newroot.as_ptr()), fail, "leave old root");
+    let r = libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) as c_int;
+    check(r, fail, "leave old root");
+    check(libc::umount2(c".".as_ptr(), libc::MNT_DETACH), fail, "leave old root");
+    check(libc::chdir(c"/".as_ptr()), fail, "leave old root");
+}
