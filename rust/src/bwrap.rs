@@ -61,9 +61,31 @@ pub fn options(profile: &Profile) -> Vec<String> {
     a
 }
 
+/// util-linux prlimit(1), used inside the sandbox to set RLIMIT_NPROC.
+pub const PRLIMIT: &str = "/usr/bin/prlimit";
+
+/// Whether the command can be started through prlimit(1): the profile shows
+/// the host's /usr, and the host has the program.
+pub fn can_prlimit(profile: &Profile) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let usr = (String::from("/usr"), String::from("/usr"));
+    (profile.ro_binds.contains(&usr) || profile.ro_binds_try.contains(&usr))
+        && std::fs::metadata(PRLIMIT).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
 /// bwrap's real argv: the options by descriptor, then the command.
-pub fn command_line(bwrap: &str, program: &str, args: &[String]) -> Vec<String> {
-    let mut a = vec![bwrap.to_string(), "--args".into(), ARGS_FD.to_string(), "--".into(), program.into()];
+///
+/// With `nproc`, the command is started through prlimit(1) instead of getting
+/// RLIMIT_NPROC before bwrap: a user namespace records its creator's
+/// RLIMIT_NPROC as the cap on *all* processes of that uid on the host, so a
+/// limit set before bwrap would be shared with every other process of the
+/// sandbox uid (other sandboxes, the user's own) instead of binding this one.
+pub fn command_line(bwrap: &str, program: &str, args: &[String], nproc: Option<u64>) -> Vec<String> {
+    let mut a = vec![bwrap.to_string(), "--args".into(), ARGS_FD.to_string(), "--".into()];
+    if let Some(n) = nproc {
+        a.extend([PRLIMIT.to_string(), format!("--nproc={n}:{n}"), "--".into()]);
+    }
+    a.push(program.into());
     a.extend(args.iter().cloned());
     a
 }

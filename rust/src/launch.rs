@@ -66,6 +66,8 @@ const STEPS: &[&str] = &[
     "seccomp",
     "chdir to work dir",
     "setsid",
+    "child subreaper",
+    "pipe",
 ];
 
 fn step(name: &str) -> u8 {
@@ -332,11 +334,15 @@ struct Prep {
     drop_to: Option<(u32, u32)>,
     parent: i32,
     native: Option<NativePrep>,
+    /// The bwrap method keeps a watchdog between the host and bwrap.
+    watchdog: bool,
     /// The unsandboxed method changes into the work dir itself.
     chdir: Option<CString>,
 }
 
-fn rlimits(limits: &Limits) -> Vec<(c_int, libc::rlimit)> {
+/// The rlimits applied right before exec; `nproc` false leaves RLIMIT_NPROC
+/// to prlimit(1) inside the bwrap sandbox (see `bwrap::command_line`).
+fn rlimits(limits: &Limits, nproc: bool) -> Vec<(c_int, libc::rlimit)> {
     let rl = |soft: u64, hard: u64| libc::rlimit {
         rlim_cur: soft as libc::rlim_t,
         rlim_max: hard as libc::rlim_t,
@@ -344,28 +350,31 @@ fn rlimits(limits: &Limits) -> Vec<(c_int, libc::rlimit)> {
     let mem = limits.memory_mb << 20;
     let disk = limits.disk_mb << 20;
     let cpu = limits.cpu_budget_s();
-    vec![
+    let mut v = vec![
         (libc::RLIMIT_AS as c_int, rl(mem, mem)),
         (libc::RLIMIT_FSIZE as c_int, rl(disk, disk)),
         // SIGXCPU at the budget, SIGKILL a second later for programs that catch it.
         (libc::RLIMIT_CPU as c_int, rl(cpu, cpu + 1)),
-        (libc::RLIMIT_NPROC as c_int, rl(limits.nproc, limits.nproc)),
         (libc::RLIMIT_NOFILE as c_int, rl(limits.nofile, limits.nofile)),
         (libc::RLIMIT_CORE as c_int, rl(0, 0)),
-    ]
+    ];
+    if nproc {
+        v.push((libc::RLIMIT_NPROC as c_int, rl(limits.nproc, limits.nproc)));
+    }
+    v
 }
 
 /// Starts `argv` by `method`. `drop_to` is the host (uid, gid) the sandbox runs
 /// as; the caller sets it when it runs as root, so RLIMIT_NPROC binds (the
 /// kernel exempts root from it) and nothing in the sandbox is root on the host.
 pub fn spawn(
-    argv: &[String],
+    program: &str,
+    args: &[String],
     profile: &Profile,
     limits: &Limits,
     method: &Method,
     drop_to: Option<(u32, u32)>,
 ) -> Result<Started, String> {
-    let program = profile.resolve_program(&argv[0])?;
     let env: Vec<String> = profile.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     fn io_err(what: &'static str) -> impl Fn(io::Error) -> String {
         move |e| format!("{what}: {e}")
@@ -393,17 +402,18 @@ pub fn spawn(
         }
         _ => (None, None),
     };
-    let mut cmd_argv: Vec<String> = vec![program.clone()];
-    cmd_argv.extend(argv[1..].iter().cloned());
+    let nproc_inside = matches!(method, Method::Bwrap(_)) && bwrap::can_prlimit(profile);
+    let mut cmd_argv: Vec<String> = vec![program.to_string()];
+    cmd_argv.extend(args.iter().cloned());
     let (exe, c_argv, c_env) = match method {
         Method::Bwrap(path) => (
             cstr(path).map_err(|_| "bwrap path contains NUL".to_string())?,
-            CArgv::new(&bwrap::command_line(path, &program, &argv[1..]))
+            CArgv::new(&bwrap::command_line(path, program, args, nproc_inside.then_some(limits.nproc)))
                 .map_err(|_| "argv: an argument contains NUL".to_string())?,
             CArgv::new::<&str>(&[]).map_err(io_err("env"))?,
         ),
         _ => (
-            cstr(&program).map_err(io_err("argv"))?,
+            cstr(program).map_err(io_err("argv"))?,
             CArgv::new(&cmd_argv).map_err(|_| "argv: an argument contains NUL".to_string())?,
             CArgv::new(&env).map_err(|_| "env: a value contains NUL".to_string())?,
         ),
@@ -436,10 +446,11 @@ pub fn spawn(
         exe,
         argv: c_argv,
         envp: c_env,
-        rlimits: rlimits(limits),
+        rlimits: rlimits(limits, !nproc_inside),
         drop_to,
         parent: unsafe { libc::getpid() },
         native,
+        watchdog: matches!(method, Method::Bwrap(_)),
         chdir: match method {
             Method::Unsandboxed => Some(cstr(&profile.workdir).map_err(io_err("workdir"))?),
             _ => None,
@@ -531,6 +542,14 @@ unsafe fn close_from(first: c_int) {
     }
 }
 
+/// Closes every descriptor but `keep`.
+unsafe fn close_all_but(keep: c_int) {
+    if keep > 0 {
+        libc::syscall(libc::SYS_close_range, 0u32, (keep - 1) as u32, 0);
+    }
+    close_from(keep + 1);
+}
+
 unsafe fn write_file(path: &std::ffi::CStr, data: &[u8]) -> c_int {
     let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
     if fd < 0 {
@@ -583,6 +602,7 @@ unsafe fn child(p: &Prep, layout: &[RawFd; 6], fail: RawFd) -> ! {
     }
     match &p.native {
         Some(n) => native_child(p, n, fail),
+        None if p.watchdog => watchdog(p, fail),
         None => {
             if let Some(dir) = &p.chdir {
                 check(libc::chdir(dir.as_ptr()), fail, "chdir to work dir");
@@ -600,6 +620,108 @@ unsafe fn exec(p: &Prep, fail: RawFd) -> ! {
     }
     libc::execve(p.exe.as_ptr(), p.argv.as_ptr(), p.envp.as_ptr());
     die(fail, "execve")
+}
+
+/// The polite signals the monitor sends; the watchdog passes them on to bwrap.
+const FORWARDED: [c_int; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
+/// The watchdog's parent-death signal: catchable, unlike SIGKILL.
+const HOST_DIED: c_int = libc::SIGUSR2;
+
+/// The bwrap method: W (this process) stays between the host and bwrap.
+///
+/// bwrap's --die-with-parent leaves a gap: its pid 1 arms PR_SET_PDEATHSIG
+/// only once the sandbox is set up, so a host that dies during those
+/// milliseconds takes the bwrap launcher with it but leaves pid 1 and the
+/// command running, unwatched and with no timeout. W is a child subreaper
+/// whose parent-death signal is catchable: when the host dies it SIGKILLs
+/// bwrap and every process reparented to it (pid 1 among them, which takes
+/// the pid namespace down), then exits. Otherwise it mirrors bwrap's exit.
+unsafe fn watchdog(p: &Prep, fail: RawFd) -> ! {
+    let mut set: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut set);
+    for sig in [libc::SIGCHLD, HOST_DIED].iter().chain(&FORWARDED) {
+        libc::sigaddset(&mut set, *sig);
+    }
+    // Blocked before the parent-death signal changes: nothing is lost, and
+    // sigwaitinfo takes each one in turn.
+    libc::sigprocmask(libc::SIG_BLOCK, &set, ptr::null_mut());
+    check(libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), fail, "child subreaper");
+    check(libc::prctl(libc::PR_SET_PDEATHSIG, HOST_DIED), fail, "prctl(PR_SET_PDEATHSIG)");
+    if libc::getppid() != p.parent {
+        libc::_exit(127);
+    }
+    let w = libc::getpid();
+    let l = libc::fork();
+    if l < 0 {
+        die(fail, "fork");
+    }
+    if l == 0 {
+        check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL), fail, "prctl(PR_SET_PDEATHSIG)");
+        if libc::getppid() != w {
+            libc::_exit(127);
+        }
+        // exec keeps the signal mask: bwrap and the command start with none blocked.
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, ptr::null_mut());
+        exec(p, fail)
+    }
+    // W holds nothing open: the host sees EOF on the failure pipe once bwrap
+    // is exec'd, and on the output pipes once the sandbox is gone.
+    close_from(0);
+    let mut bwrap_status: Option<c_int> = None;
+    loop {
+        let sig = libc::sigwaitinfo(&set, ptr::null_mut());
+        if sig == HOST_DIED {
+            libc::kill(l, libc::SIGKILL);
+            kill_children();
+        } else if FORWARDED.contains(&sig) && bwrap_status.is_none() {
+            libc::kill(l, sig);
+        }
+        loop {
+            let mut status = 0;
+            let r = libc::waitpid(-1, &mut status, libc::WNOHANG);
+            if r <= 0 {
+                break;
+            }
+            if r == l {
+                bwrap_status = Some(status);
+            }
+        }
+        if let Some(status) = bwrap_status {
+            // bwrap is gone; whatever it left behind was reparented to W.
+            loop {
+                kill_children();
+                let r = libc::waitpid(-1, ptr::null_mut(), 0);
+                if r < 0 && *libc::__errno_location() != libc::EINTR {
+                    break; // ECHILD: nothing left
+                }
+            }
+            mirror(status)
+        }
+    }
+}
+
+/// SIGKILLs every child of this single-threaded process, as /proc lists them.
+unsafe fn kill_children() {
+    let fd = libc::open(c"/proc/thread-self/children".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+    if fd < 0 {
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+    libc::close(fd);
+    let mut pid: i32 = 0;
+    for &c in buf[..n.max(0) as usize].iter().chain(b" ") {
+        if c.is_ascii_digit() {
+            pid = pid.saturating_mul(10).saturating_add((c - b'0') as i32);
+        } else {
+            if pid > 0 {
+                libc::kill(pid, libc::SIGKILL);
+            }
+            pid = 0;
+        }
+    }
 }
 
 /// Exits the way `status` says a child ended, as bwrap does (128+n for a signal).
@@ -632,6 +754,12 @@ unsafe fn native_child(p: &Prep, n: &NativePrep, fail: RawFd) -> ! {
     check(write_file(c"/proc/self/setgroups", b"deny"), fail, "write uid/gid map");
     check(write_file(c"/proc/self/uid_map", &n.uid_map), fail, "write uid/gid map");
     check(write_file(c"/proc/self/gid_map", &n.gid_map), fail, "write uid/gid map");
+    // B sets its parent-death signal first thing, but A may die before that,
+    // and getppid() cannot tell (A is outside B's pid namespace: it reads 0
+    // either way). A holds the write end of this pipe for as long as it lives,
+    // so B sees a hangup if A is already gone.
+    let mut alive = [0 as c_int; 2];
+    check(libc::pipe2(alive.as_mut_ptr(), libc::O_CLOEXEC), fail, "pipe");
     let b = libc::fork();
     if b < 0 {
         die(fail, "fork");
@@ -640,10 +768,16 @@ unsafe fn native_child(p: &Prep, n: &NativePrep, fail: RawFd) -> ! {
         // A: tell the parent who pid 1 is, then only wait.
         let bytes = b.to_ne_bytes();
         libc::write(bwrap::INFO_FD, bytes.as_ptr().cast(), bytes.len());
-        close_from(0);
+        close_all_but(alive[1]);
         mirror(wait_for(b));
     }
+    libc::close(alive[1]);
     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    let mut pfd = libc::pollfd { fd: alive[0], events: libc::POLLIN, revents: 0 };
+    if libc::poll(&mut pfd, 1, 0) != 0 {
+        libc::_exit(127); // hangup: A died before the signal was armed
+    }
+    libc::close(alive[0]);
     libc::close(bwrap::INFO_FD);
     build_root(n, fail);
     check(libc::sethostname(n.hostname.as_ptr(), n.hostname.as_bytes().len()), fail, "sethostname");

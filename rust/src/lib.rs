@@ -196,8 +196,12 @@ fn spawn(
     let started = Instant::now();
     let m = method.clone();
     let l = limits.clone();
+    // A command that cannot be found is bad input, not a sandbox failure.
+    let program = profile
+        .resolve_program(&argv[0])
+        .map_err(|e| PyValueError::new_err(format!("command: {e}")))?;
     let s = py
-        .detach(move || launch::spawn(&argv, &profile, &l, &m, run_as))
+        .detach(move || launch::spawn(&program, &argv[1..], &profile, &l, &m, run_as))
         .map_err(SandboxError::new_err)?;
     Ok(Sandbox {
         run: Running::new(s, method, limits, started),

@@ -77,7 +77,7 @@ impl Profile {
         symlinks: Vec<(String, String)>,
         env: Vec<(String, String)>,
         network: bool,
-        tmp_size_mb: u64,
+        tmp_size_mb: i64,
         hostname: String,
     ) -> PyResult<Self> {
         check_abs("workdir", &workdir)?;
@@ -99,11 +99,7 @@ impl Profile {
             check_text("env", k)?;
             check_text("env", v)?;
         }
-        if tmp_size_mb == 0 || tmp_size_mb > 1 << 20 {
-            return Err(PyValueError::new_err(format!(
-                "tmp_size_mb: {tmp_size_mb} is outside 1..=1048576"
-            )));
-        }
+        in_range("tmp_size_mb", tmp_size_mb, 1, 1 << 20)?;
         if hostname.is_empty() || hostname.len() > 64 || hostname.contains('\0') {
             return Err(PyValueError::new_err(format!("hostname: invalid {hostname:?}")));
         }
@@ -114,7 +110,7 @@ impl Profile {
             symlinks,
             env,
             network,
-            tmp_size_mb,
+            tmp_size_mb: tmp_size_mb as u64,
             hostname,
         })
     }
@@ -129,38 +125,53 @@ impl Profile {
 
 impl Profile {
     /// The mount plan, in the order it must be applied.
+    ///
+    /// /proc, /dev and the private /tmp come first and the binds after them,
+    /// parents before children: a read-only path under /tmp or inside the work
+    /// dir (or a work dir inside a read-only path) would otherwise be covered
+    /// by a later mount and silently vanish.
     pub fn mount_ops(&self) -> Vec<MountOp> {
-        let mut ops = Vec::new();
+        let mut ops = vec![
+            MountOp::Proc { dst: "/proc".into() },
+            MountOp::Dev { dst: "/dev".into() },
+            MountOp::Tmpfs {
+                dst: "/tmp".into(),
+                size: self.tmp_size_mb << 20,
+            },
+        ];
+        let mut binds = Vec::new();
         for (src, dst) in &self.ro_binds {
-            ops.push(MountOp::RoBind {
+            binds.push(MountOp::RoBind {
                 src: src.clone(),
                 dst: dst.clone(),
                 optional: false,
             });
         }
         for (src, dst) in &self.ro_binds_try {
-            ops.push(MountOp::RoBind {
+            binds.push(MountOp::RoBind {
                 src: src.clone(),
                 dst: dst.clone(),
                 optional: true,
             });
         }
+        binds.push(MountOp::RwBind {
+            src: self.workdir.clone(),
+            dst: self.workdir.clone(),
+        });
+        let depth = |op: &MountOp| match op {
+            MountOp::RoBind { dst, .. } | MountOp::RwBind { dst, .. } => {
+                dst.split('/').filter(|c| !c.is_empty() && *c != ".").count()
+            }
+            _ => 0,
+        };
+        binds.sort_by_key(depth); // stable: equal depths keep their order
+        ops.extend(binds);
         for (target, link) in &self.symlinks {
             ops.push(MountOp::Symlink {
                 target: target.clone(),
                 link: link.clone(),
             });
         }
-        ops.push(MountOp::Proc { dst: "/proc".into() });
-        ops.push(MountOp::Dev { dst: "/dev".into() });
-        ops.push(MountOp::Tmpfs {
-            dst: "/tmp".into(),
-            size: self.tmp_size_mb << 20,
-        });
-        ops.push(MountOp::RwBind {
-            src: self.workdir.clone(),
-            dst: self.workdir.clone(),
-        });
         ops.push(MountOp::RemountRoRoot);
         ops
     }
@@ -236,14 +247,15 @@ impl Limits {
     #[new]
     #[pyo3(signature = (*, memory_mb=2048, disk_mb=100, cpu_percent=80, timeout_s=600.0, nproc=256, nofile=1024, output_cap_bytes=1<<20, grace_s=2.0))]
     #[allow(clippy::too_many_arguments)]
+    // Signed on the way in so a negative value gets a message naming its field.
     fn new(
-        memory_mb: u64,
-        disk_mb: u64,
-        cpu_percent: u32,
+        memory_mb: i64,
+        disk_mb: i64,
+        cpu_percent: i64,
         timeout_s: f64,
-        nproc: u64,
-        nofile: u64,
-        output_cap_bytes: usize,
+        nproc: i64,
+        nofile: i64,
+        output_cap_bytes: i64,
         grace_s: f64,
     ) -> PyResult<Self> {
         in_range("memory_mb", memory_mb, 16, 1 << 20)?;
@@ -261,13 +273,13 @@ impl Limits {
         }
         in_range("grace_s", grace_s, 0.0, 60.0)?;
         Ok(Limits {
-            memory_mb,
-            disk_mb,
-            cpu_percent,
+            memory_mb: memory_mb as u64,
+            disk_mb: disk_mb as u64,
+            cpu_percent: cpu_percent as u32,
             timeout_s,
-            nproc,
-            nofile,
-            output_cap_bytes,
+            nproc: nproc as u64,
+            nofile: nofile as u64,
+            output_cap_bytes: output_cap_bytes as usize,
             grace_s,
         })
     }
@@ -283,5 +295,44 @@ impl Limits {
             "Limits(memory_mb={}, disk_mb={}, cpu_percent={}, timeout_s={}, nproc={}, nofile={})",
             self.memory_mb, self.disk_mb, self.cpu_percent, self.timeout_s, self.nproc, self.nofile
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn position(ops: &[MountOp], dst: &str) -> usize {
+        ops.iter()
+            .position(|op| match op {
+                MountOp::RoBind { dst: d, .. } | MountOp::RwBind { dst: d, .. } | MountOp::Tmpfs { dst: d, .. } => {
+                    d == dst
+                }
+                _ => false,
+            })
+            .unwrap_or_else(|| panic!("{dst} is not mounted"))
+    }
+
+    #[test]
+    fn no_mount_covers_a_later_one() {
+        let p = Profile {
+            workdir: "/srv/work".into(),
+            ro_binds: vec![("/usr".into(), "/usr".into())],
+            ro_binds_try: vec![
+                ("/srv/work/inputs".into(), "/srv/work/inputs".into()),
+                ("/tmp/data".into(), "/tmp/data".into()),
+                ("/srv".into(), "/srv".into()),
+            ],
+            symlinks: vec![],
+            env: vec![],
+            network: false,
+            tmp_size_mb: 1,
+            hostname: "h".into(),
+        };
+        let ops = p.mount_ops();
+        assert!(position(&ops, "/tmp") < position(&ops, "/tmp/data"));
+        assert!(position(&ops, "/srv") < position(&ops, "/srv/work"));
+        assert!(position(&ops, "/srv/work") < position(&ops, "/srv/work/inputs"));
+        assert_eq!(ops.last(), Some(&MountOp::RemountRoRoot));
     }
 }

@@ -132,33 +132,35 @@ fn when_syscall(p: &mut Vec<sock_filter>, nr: c_long, block: Vec<sock_filter>) {
     p.extend(block);
 }
 
-/// Socket families a sandboxed program may open: local sockets and netlink
-/// always (`ip link` must be able to look, in its own empty network namespace);
-/// IPv4/IPv6 only when the profile shares the network.
-fn allowed_families(network: bool) -> Vec<u32> {
-    let mut fams = vec![libc::AF_UNIX as u32, libc::AF_NETLINK as u32];
-    if network {
-        fams.extend([libc::AF_INET as u32, libc::AF_INET6 as u32]);
-    }
-    fams
-}
+/// Socket families always allowed, whatever the socket type: local sockets,
+/// and netlink (`ip link` must be able to look, in its own empty network
+/// namespace; netlink sockets are SOCK_RAW by definition and carry no packets).
+const LOCAL_FAMILIES: [i32; 2] = [libc::AF_UNIX, libc::AF_NETLINK];
+/// Allowed only when the profile shares the network.
+const NET_FAMILIES: [i32; 2] = [libc::AF_INET, libc::AF_INET6];
 
-/// socket(domain, type, _): families outside the allow-list get EAFNOSUPPORT,
-/// raw and packet sockets get EPERM whatever the family.
+/// socket(domain, type, _): local families pass; then raw and packet sockets
+/// get EPERM; IPv4/IPv6 pass only with the network; the rest get EAFNOSUPPORT.
 fn socket_block(network: bool) -> Vec<sock_filter> {
-    let fams = allowed_families(network);
-    let mut b = vec![
+    let allow = |b: &mut Vec<sock_filter>, fams: &[i32]| {
+        for &fam in fams {
+            b.push(jump(BPF_JEQ_K, fam as u32, 0, 1));
+            b.push(stmt(BPF_RET_K, RET_ALLOW));
+        }
+    };
+    let mut b = vec![stmt(BPF_LD_W_ABS, off_arg_low(0))];
+    allow(&mut b, &LOCAL_FAMILIES);
+    b.extend([
         stmt(BPF_LD_W_ABS, off_arg_low(1)),
         stmt(BPF_AND_K, SOCK_TYPE_MASK),
         jump(BPF_JEQ_K, SOCK_RAW, 0, 1),
         errno(libc::EPERM),
         jump(BPF_JEQ_K, SOCK_PACKET, 0, 1),
         errno(libc::EPERM),
-        stmt(BPF_LD_W_ABS, off_arg_low(0)),
-    ];
-    for fam in fams {
-        b.push(jump(BPF_JEQ_K, fam, 0, 1));
-        b.push(stmt(BPF_RET_K, RET_ALLOW));
+    ]);
+    if network {
+        b.push(stmt(BPF_LD_W_ABS, off_arg_low(0)));
+        allow(&mut b, &NET_FAMILIES);
     }
     b.push(errno(libc::EAFNOSUPPORT));
     b

@@ -31,6 +31,7 @@ __all__ = [
     "ProfileSpec",
     "Sandbox",
     "SandboxError",
+    "SandboxFailed",
     "SandboxRunner",
     "SandboxSettings",
     "SandboxUnavailable",
@@ -77,6 +78,10 @@ class SandboxUnavailable(JanusError):
     """No isolation method works on this host; nothing was run."""
 
 
+class SandboxFailed(JanusError):
+    """The sandbox could not be set up for this command; nothing ran."""
+
+
 def kill_all() -> int:
     """SIGKILLs every sandbox this process started that still runs."""
     return _sandbox.kill_all()
@@ -102,6 +107,12 @@ def find_bwrap(configured: str | os.PathLike[str] | None = None) -> str | None:
         return None
 
 
+def _rejected(code: str, error: Exception, where: Location | None, prefix: str = "") -> InputError:
+    """The native side's ValueErrors read `field: reason`; keep the field."""
+    name, _, _ = str(error).partition(":")
+    return InputError(code, f"{prefix}{error}", where, f"{prefix}{name}")
+
+
 def make_limits(values: Mapping[str, Any], where: Location | None = None) -> Limits:
     """Builds `Limits`, turning a rejected value into an InputError naming the field."""
     try:
@@ -109,8 +120,7 @@ def make_limits(values: Mapping[str, Any], where: Location | None = None) -> Lim
     except TypeError as e:
         raise InputError("E202", f"limits: {e}", where, "limits") from None
     except (ValueError, OverflowError) as e:
-        field_name = str(e).split(":", 1)[0] if ":" in str(e) else "limits"
-        raise InputError("E203", f"limits.{e}", where, f"limits.{field_name}") from None
+        raise _rejected("E203", e, where, "limits.") from None
 
 
 @dataclass(frozen=True)
@@ -194,7 +204,7 @@ class SandboxRunner:
             with tempfile.TemporaryDirectory(prefix="janus-probe-") as probe_dir:
                 profile = self._profile(Path(probe_dir), network=False)
                 out = self._spawn(["true"], profile, Limits(timeout_s=10), method).wait()
-        except (SandboxError, InputError) as e:
+        except (SandboxFailed, InputError) as e:
             return str(e)
         if out.exit_code != 0:
             detail = out.stderr.decode(errors="replace").strip()
@@ -279,8 +289,9 @@ class SandboxRunner:
         )
 
     def _grant(self, workdir: Path) -> None:
-        """When root hands the sandbox to another uid, that uid must reach and
-        own its work dir; a path it cannot traverse is an error, not a surprise."""
+        """When root hands the sandbox to another uid, that uid must reach its
+        work dir and be able to write there: the dir is given to it (chown)
+        unless world-writable. A path it cannot traverse is an error."""
         run_as = self.settings.run_as
         if run_as is None or os.geteuid() != 0:
             return
@@ -294,20 +305,26 @@ class SandboxRunner:
                     "workdir",
                 )
         st = workdir.stat()
-        if (st.st_uid, st.st_gid) != run_as:
+        # A world-writable dir (/tmp) is usable as it is and is never taken over.
+        if (st.st_uid, st.st_gid) != run_as and not st.st_mode & 0o002:
             os.chown(workdir, *run_as)
 
     def _spawn(self, argv: Sequence[str], profile: Profile, limits: Limits, method: str) -> Sandbox:
         if not argv or not argv[0]:
             raise InputError("E209", "command: an empty argv names no program", None, "command")
-        return _sandbox.spawn(
-            list(argv),
-            profile,
-            limits,
-            method=method,
-            bwrap=self._bwrap,
-            run_as=self.settings.run_as if os.geteuid() == 0 else None,
-        )
+        try:
+            return _sandbox.spawn(
+                list(argv),
+                profile,
+                limits,
+                method=method,
+                bwrap=self._bwrap,
+                run_as=self.settings.run_as if os.geteuid() == 0 else None,
+            )
+        except ValueError as e:
+            raise _rejected("E209", e, None) from None
+        except SandboxError as e:
+            raise SandboxFailed(f"{method}: {e}") from None
 
     def spawn(self, argv: Sequence[str], profile: Profile, limits: Limits) -> Sandbox:
         """Starts `argv`; call `wait()` on the result (it enforces the timeout)."""
