@@ -6,6 +6,18 @@ spawns, limits, isolates, waits and kills.
 
 from typing import final
 
+__all__ = [
+    "Limits",
+    "Outcome",
+    "Profile",
+    "Sandbox",
+    "SandboxError",
+    "bwrap_options",
+    "kill_all",
+    "seccomp_program",
+    "spawn",
+]
+
 class SandboxError(OSError):
     """The sandbox could not be set up; nothing ran."""
 
@@ -20,8 +32,8 @@ class Profile:
     (target, link path).
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         workdir: str,
         ro_binds: list[tuple[str, str]] = ...,
@@ -30,8 +42,8 @@ class Profile:
         env: list[tuple[str, str]] = ...,
         network: bool = False,
         tmp_size_mb: int = 100,
-        hostname: str = "janus-sandbox",
-    ) -> None:
+        hostname: str | None = None,
+    ) -> Profile:
         """Raises ValueError naming the field for a relative path, a NUL, a bad
         variable name or an out-of-range size."""
     @property
@@ -63,8 +75,8 @@ class Limits:
     stdout and stderr.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         memory_mb: int = 2048,
         disk_mb: int = 100,
@@ -74,7 +86,7 @@ class Limits:
         nofile: int = 1024,
         output_cap_bytes: int = 1048576,
         grace_s: float = 2.0,
-    ) -> None:
+    ) -> Limits:
         """Raises ValueError naming the field when a value is out of range."""
     @property
     def memory_mb(self) -> int: ...
@@ -113,7 +125,7 @@ class Outcome:
         and disk-space exhaustion are read from the program's error output."""
     @property
     def method(self) -> str:
-        """"bwrap", "native" or "unsandboxed"."""
+        """ "bwrap", "native" or "unsandboxed"."""
     @property
     def cpu_limit(self) -> str:
         """How the CPU share was enforced ("rlimit_cpu")."""

@@ -55,7 +55,11 @@ def _construct(node: yaml.Node, at: JsonPath, doc: Document) -> Any:
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = _SCALARS.construct_object(key_node) if isinstance(key_node, yaml.ScalarNode) else None
+            key = (
+                _SCALARS.construct_object(key_node)
+                if isinstance(key_node, yaml.ScalarNode)
+                else None
+            )
             if not isinstance(key, str):
                 raise InputError(
                     "E003", "keys must be strings", _mark(doc.path, key_node), pointer(at)
@@ -66,7 +70,10 @@ def _construct(node: yaml.Node, at: JsonPath, doc: Document) -> Any:
                 )
             out[key] = _construct(value_node, (*at, key), doc)
             # A field's errors point at its key, where an editor's cursor goes.
-            doc.positions[(*at, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            doc.positions[(*at, key)] = (
+                key_node.start_mark.line + 1,
+                key_node.start_mark.column + 1,
+            )
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_construct(item, (*at, i), doc) for i, item in enumerate(node.value)]
@@ -121,7 +128,9 @@ def schema(name: str) -> dict[str, Any]:
 
 def schema_names() -> list[str]:
     files = resources.files("janus_policy.schemas").iterdir()
-    return sorted(f.name.removesuffix(".schema.json") for f in files if f.name.endswith(".schema.json"))
+    return sorted(
+        f.name.removesuffix(".schema.json") for f in files if f.name.endswith(".schema.json")
+    )
 
 
 def _did_you_mean(word: str, options: list[str]) -> str:
@@ -132,7 +141,8 @@ def _did_you_mean(word: str, options: list[str]) -> str:
 def _explain(err: jsonschema.ValidationError, doc: Document) -> InputError:
     at: JsonPath = tuple(err.absolute_path)
     if err.validator == "additionalProperties" and isinstance(err.instance, dict):
-        allowed = list(err.schema.get("properties", {}))
+        sub = err.schema if isinstance(err.schema, dict) else {}
+        allowed = list(sub.get("properties", {}))
         extra = [k for k in err.instance if k not in allowed]
         key = extra[0] if extra else ""
         return InputError(
@@ -144,7 +154,9 @@ def _explain(err: jsonschema.ValidationError, doc: Document) -> InputError:
     if err.validator == "required":
         return InputError("E102", err.message, doc.location(at), pointer(at))
     if err.validator == "enum":
-        options = [str(o) for o in err.validator_value]
+        options = (
+            [str(o) for o in err.validator_value] if isinstance(err.validator_value, list) else []
+        )
         hint = _did_you_mean(str(err.instance), options)
         return InputError(
             "E103",
@@ -166,7 +178,9 @@ def validation_errors(doc: Document, schema_name: str) -> list[InputError]:
     """Every schema violation, each with its position, in document order."""
     validator = jsonschema.Draft202012Validator(schema(schema_name))
     found = [_explain(e, doc) for e in validator.iter_errors(doc.data)]
-    return sorted(found, key=lambda e: (e.location.line, e.location.column) if e.location else (0, 0))
+    return sorted(
+        found, key=lambda e: (e.location.line, e.location.column) if e.location else (0, 0)
+    )
 
 
 def load(path: Path | str, schema_name: str) -> Document:

@@ -37,14 +37,23 @@ pub fn options(profile: &Profile) -> Vec<String> {
     for op in profile.mount_ops() {
         match op {
             MountOp::RoBind { src, dst, optional } => {
-                let flag = if optional { "--ro-bind-try" } else { "--ro-bind" };
+                let flag = if optional {
+                    "--ro-bind-try"
+                } else {
+                    "--ro-bind"
+                };
                 push(&[flag, &src, &dst]);
             }
             MountOp::RwBind { src, dst } => push(&["--bind", &src, &dst]),
             MountOp::Symlink { target, link } => push(&["--symlink", &target, &link]),
-            MountOp::Tmpfs { dst, size } => {
-                push(&["--size", &size.to_string(), "--perms", "1777", "--tmpfs", &dst])
-            }
+            MountOp::Tmpfs { dst, size } => push(&[
+                "--size",
+                &size.to_string(),
+                "--perms",
+                "1777",
+                "--tmpfs",
+                &dst,
+            ]),
             MountOp::Proc { dst } => push(&["--proc", &dst]),
             MountOp::Dev { dst } => push(&["--dev", &dst]),
             MountOp::RemountRoRoot => push(&["--remount-ro", "/"]),
@@ -70,7 +79,8 @@ pub fn can_prlimit(profile: &Profile) -> bool {
     use std::os::unix::fs::PermissionsExt;
     let usr = (String::from("/usr"), String::from("/usr"));
     (profile.ro_binds.contains(&usr) || profile.ro_binds_try.contains(&usr))
-        && std::fs::metadata(PRLIMIT).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        && std::fs::metadata(PRLIMIT)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// bwrap's real argv: the options by descriptor, then the command.
@@ -80,8 +90,18 @@ pub fn can_prlimit(profile: &Profile) -> bool {
 /// RLIMIT_NPROC as the cap on *all* processes of that uid on the host, so a
 /// limit set before bwrap would be shared with every other process of the
 /// sandbox uid (other sandboxes, the user's own) instead of binding this one.
-pub fn command_line(bwrap: &str, program: &str, args: &[String], nproc: Option<u64>) -> Vec<String> {
-    let mut a = vec![bwrap.to_string(), "--args".into(), ARGS_FD.to_string(), "--".into()];
+pub fn command_line(
+    bwrap: &str,
+    program: &str,
+    args: &[String],
+    nproc: Option<u64>,
+) -> Vec<String> {
+    let mut a = vec![
+        bwrap.to_string(),
+        "--args".into(),
+        ARGS_FD.to_string(),
+        "--".into(),
+    ];
     if let Some(n) = nproc {
         a.extend([PRLIMIT.to_string(), format!("--nproc={n}:{n}"), "--".into()]);
     }

@@ -111,11 +111,16 @@ impl CArgv {
     fn new<S: AsRef<str>>(items: &[S]) -> io::Result<Self> {
         let owned = items
             .iter()
-            .map(|s| CString::new(s.as_ref()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput)))
+            .map(|s| {
+                CString::new(s.as_ref()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+            })
             .collect::<io::Result<Vec<_>>>()?;
         let mut ptrs: Vec<*const c_char> = owned.iter().map(|c| c.as_ptr()).collect();
         ptrs.push(ptr::null());
-        Ok(CArgv { _owned: owned, ptrs })
+        Ok(CArgv {
+            _owned: owned,
+            ptrs,
+        })
     }
     fn as_ptr(&self) -> *const *const c_char {
         self.ptrs.as_ptr()
@@ -155,7 +160,11 @@ fn memfd_with(name: &str, data: &[u8]) -> io::Result<OwnedFd> {
     let mut off = 0;
     while off < data.len() {
         let w = unsafe {
-            libc::write(fd.as_raw_fd(), data[off..].as_ptr().cast(), data.len() - off)
+            libc::write(
+                fd.as_raw_fd(),
+                data[off..].as_ptr().cast(),
+                data.len() - off,
+            )
         };
         if w < 0 {
             return Err(io::Error::last_os_error());
@@ -208,7 +217,11 @@ const OLDROOT: &str = "/oldroot";
 /// `/newroot/a`, `/newroot/a/b`, ... for a path inside the sandbox.
 fn dirs_to(dst: &str, include_self: bool) -> io::Result<Vec<CString>> {
     let parts: Vec<&str> = dst.split('/').filter(|p| !p.is_empty()).collect();
-    let n = if include_self { parts.len() } else { parts.len().saturating_sub(1) };
+    let n = if include_self {
+        parts.len()
+    } else {
+        parts.len().saturating_sub(1)
+    };
     let mut out = Vec::new();
     let mut acc = String::from(NEWROOT);
     for p in &parts[..n] {
@@ -289,7 +302,10 @@ fn native_plan(profile: &Profile) -> io::Result<Vec<NativeOp>> {
             MountOp::Dev { dst } => {
                 let mut nodes = Vec::new();
                 for n in ["null", "zero", "full", "random", "urandom", "tty"] {
-                    nodes.push((cstr(&format!("{OLDROOT}/dev/{n}"))?, inside(&format!("{dst}/{n}"))?));
+                    nodes.push((
+                        cstr(&format!("{OLDROOT}/dev/{n}"))?,
+                        inside(&format!("{dst}/{n}"))?,
+                    ));
                 }
                 let mut links = Vec::new();
                 for (t, l) in [
@@ -355,7 +371,10 @@ fn rlimits(limits: &Limits, nproc: bool) -> Vec<(c_int, libc::rlimit)> {
         (libc::RLIMIT_FSIZE as c_int, rl(disk, disk)),
         // SIGXCPU at the budget, SIGKILL a second later for programs that catch it.
         (libc::RLIMIT_CPU as c_int, rl(cpu, cpu + 1)),
-        (libc::RLIMIT_NOFILE as c_int, rl(limits.nofile, limits.nofile)),
+        (
+            libc::RLIMIT_NOFILE as c_int,
+            rl(limits.nofile, limits.nofile),
+        ),
         (libc::RLIMIT_CORE as c_int, rl(0, 0)),
     ];
     if nproc {
@@ -375,7 +394,11 @@ pub fn spawn(
     method: &Method,
     drop_to: Option<(u32, u32)>,
 ) -> Result<Started, String> {
-    let env: Vec<String> = profile.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let env: Vec<String> = profile
+        .env
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     fn io_err(what: &'static str) -> impl Fn(io::Error) -> String {
         move |e| format!("{what}: {e}")
     }
@@ -408,8 +431,13 @@ pub fn spawn(
     let (exe, c_argv, c_env) = match method {
         Method::Bwrap(path) => (
             cstr(path).map_err(|_| "bwrap path contains NUL".to_string())?,
-            CArgv::new(&bwrap::command_line(path, program, args, nproc_inside.then_some(limits.nproc)))
-                .map_err(|_| "argv: an argument contains NUL".to_string())?,
+            CArgv::new(&bwrap::command_line(
+                path,
+                program,
+                args,
+                nproc_inside.then_some(limits.nproc),
+            ))
+            .map_err(|_| "argv: an argument contains NUL".to_string())?,
             CArgv::new::<&str>(&[]).map_err(io_err("env"))?,
         ),
         _ => (
@@ -420,7 +448,8 @@ pub fn spawn(
     };
     let native = match method {
         Method::Native => {
-            let (uid, gid) = drop_to.unwrap_or_else(|| unsafe { (libc::geteuid(), libc::getegid()) });
+            let (uid, gid) =
+                drop_to.unwrap_or_else(|| unsafe { (libc::geteuid(), libc::getegid()) });
             let mut flags = libc::CLONE_NEWUSER
                 | libc::CLONE_NEWNS
                 | libc::CLONE_NEWPID
@@ -481,7 +510,13 @@ pub fn spawn(
     let mut buf = [0u8; 5];
     let mut got = 0;
     while got < buf.len() {
-        let n = unsafe { libc::read(fail_r.as_raw_fd(), buf[got..].as_mut_ptr().cast(), buf.len() - got) };
+        let n = unsafe {
+            libc::read(
+                fail_r.as_raw_fd(),
+                buf[got..].as_mut_ptr().cast(),
+                buf.len() - got,
+            )
+        };
         if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
             continue;
         }
@@ -494,7 +529,10 @@ pub fn spawn(
         let mut status = 0;
         unsafe { libc::waitpid(pid, &mut status, 0) };
         let e = SpawnError {
-            step: STEPS.get(buf[0] as usize).copied().unwrap_or("unknown step"),
+            step: STEPS
+                .get(buf[0] as usize)
+                .copied()
+                .unwrap_or("unknown step"),
             errno: i32::from_ne_bytes([buf[1], buf[2], buf[3], buf[4]]),
         };
         return Err(e.to_string());
@@ -578,7 +616,11 @@ unsafe fn child(p: &Prep, layout: &[RawFd; 6], fail: RawFd) -> ! {
     libc::setpgid(0, 0);
     // The failure pipe moves to 6 first so the layout cannot clobber it.
     let fail_hi = libc::fcntl(fail, libc::F_DUPFD_CLOEXEC, 64);
-    let fail = if fail_hi < 0 { die(fail, "dup2") } else { fail_hi };
+    let fail = if fail_hi < 0 {
+        die(fail, "dup2")
+    } else {
+        fail_hi
+    };
     for (target, &src) in layout.iter().enumerate() {
         if src >= 0 {
             check(libc::dup2(src, target as c_int), fail, "dup2");
@@ -596,7 +638,11 @@ unsafe fn child(p: &Prep, layout: &[RawFd; 6], fail: RawFd) -> ! {
         libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0);
     }
     // After any credential change, which clears it.
-    check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL), fail, "prctl(PR_SET_PDEATHSIG)");
+    check(
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL),
+        fail,
+        "prctl(PR_SET_PDEATHSIG)",
+    );
     if libc::getppid() != p.parent {
         libc::_exit(127);
     }
@@ -645,8 +691,16 @@ unsafe fn watchdog(p: &Prep, fail: RawFd) -> ! {
     // Blocked before the parent-death signal changes: nothing is lost, and
     // sigwaitinfo takes each one in turn.
     libc::sigprocmask(libc::SIG_BLOCK, &set, ptr::null_mut());
-    check(libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), fail, "child subreaper");
-    check(libc::prctl(libc::PR_SET_PDEATHSIG, HOST_DIED), fail, "prctl(PR_SET_PDEATHSIG)");
+    check(
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0),
+        fail,
+        "child subreaper",
+    );
+    check(
+        libc::prctl(libc::PR_SET_PDEATHSIG, HOST_DIED),
+        fail,
+        "prctl(PR_SET_PDEATHSIG)",
+    );
     if libc::getppid() != p.parent {
         libc::_exit(127);
     }
@@ -656,7 +710,11 @@ unsafe fn watchdog(p: &Prep, fail: RawFd) -> ! {
         die(fail, "fork");
     }
     if l == 0 {
-        check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL), fail, "prctl(PR_SET_PDEATHSIG)");
+        check(
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL),
+            fail,
+            "prctl(PR_SET_PDEATHSIG)",
+        );
         if libc::getppid() != w {
             libc::_exit(127);
         }
@@ -704,7 +762,10 @@ unsafe fn watchdog(p: &Prep, fail: RawFd) -> ! {
 
 /// SIGKILLs every child of this single-threaded process, as /proc lists them.
 unsafe fn kill_children() {
-    let fd = libc::open(c"/proc/thread-self/children".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+    let fd = libc::open(
+        c"/proc/thread-self/children".as_ptr(),
+        libc::O_RDONLY | libc::O_CLOEXEC,
+    );
     if fd < 0 {
         return;
     }
@@ -751,15 +812,31 @@ unsafe fn wait_for(pid: libc::pid_t) -> c_int {
 /// kills everything left in the namespace.
 unsafe fn native_child(p: &Prep, n: &NativePrep, fail: RawFd) -> ! {
     check(libc::unshare(n.unshare_flags), fail, "unshare");
-    check(write_file(c"/proc/self/setgroups", b"deny"), fail, "write uid/gid map");
-    check(write_file(c"/proc/self/uid_map", &n.uid_map), fail, "write uid/gid map");
-    check(write_file(c"/proc/self/gid_map", &n.gid_map), fail, "write uid/gid map");
+    check(
+        write_file(c"/proc/self/setgroups", b"deny"),
+        fail,
+        "write uid/gid map",
+    );
+    check(
+        write_file(c"/proc/self/uid_map", &n.uid_map),
+        fail,
+        "write uid/gid map",
+    );
+    check(
+        write_file(c"/proc/self/gid_map", &n.gid_map),
+        fail,
+        "write uid/gid map",
+    );
     // B sets its parent-death signal first thing, but A may die before that,
     // and getppid() cannot tell (A is outside B's pid namespace: it reads 0
     // either way). A holds the write end of this pipe for as long as it lives,
     // so B sees a hangup if A is already gone.
     let mut alive = [0 as c_int; 2];
-    check(libc::pipe2(alive.as_mut_ptr(), libc::O_CLOEXEC), fail, "pipe");
+    check(
+        libc::pipe2(alive.as_mut_ptr(), libc::O_CLOEXEC),
+        fail,
+        "pipe",
+    );
     let b = libc::fork();
     if b < 0 {
         die(fail, "fork");
@@ -773,14 +850,22 @@ unsafe fn native_child(p: &Prep, n: &NativePrep, fail: RawFd) -> ! {
     }
     libc::close(alive[1]);
     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-    let mut pfd = libc::pollfd { fd: alive[0], events: libc::POLLIN, revents: 0 };
+    let mut pfd = libc::pollfd {
+        fd: alive[0],
+        events: libc::POLLIN,
+        revents: 0,
+    };
     if libc::poll(&mut pfd, 1, 0) != 0 {
         libc::_exit(127); // hangup: A died before the signal was armed
     }
     libc::close(alive[0]);
     libc::close(bwrap::INFO_FD);
     build_root(n, fail);
-    check(libc::sethostname(n.hostname.as_ptr(), n.hostname.as_bytes().len()), fail, "sethostname");
+    check(
+        libc::sethostname(n.hostname.as_ptr(), n.hostname.as_bytes().len()),
+        fail,
+        "sethostname",
+    );
     let c = libc::fork();
     if c < 0 {
         die(fail, "fork");
@@ -803,23 +888,40 @@ unsafe fn native_child(p: &Prep, n: &NativePrep, fail: RawFd) -> ! {
     check(libc::setsid(), fail, "setsid");
     check(libc::chdir(n.workdir.as_ptr()), fail, "chdir to work dir");
     drop_caps(fail);
-    check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), fail, "no_new_privs");
+    check(
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0),
+        fail,
+        "no_new_privs",
+    );
     let prog = libc::sock_fprog {
         len: n.filter.len() as u16,
         filter: n.filter.as_ptr() as *mut libc::sock_filter,
     };
-    let r = libc::syscall(libc::SYS_seccomp, 1 /* SECCOMP_SET_MODE_FILTER */, 0, &prog) as c_int;
+    let r = libc::syscall(
+        libc::SYS_seccomp,
+        1, /* SECCOMP_SET_MODE_FILTER */
+        0,
+        &prog,
+    ) as c_int;
     check(r, fail, "seccomp");
     exec(p, fail)
 }
 
 unsafe fn drop_caps(fail: RawFd) {
     for cap in 0..64 {
-        if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && *libc::__errno_location() != libc::EINVAL {
+        if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) < 0
+            && *libc::__errno_location() != libc::EINVAL
+        {
             die(fail, "drop capabilities");
         }
     }
-    libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+    libc::prctl(
+        libc::PR_CAP_AMBIENT,
+        libc::PR_CAP_AMBIENT_CLEAR_ALL,
+        0,
+        0,
+        0,
+    );
     #[repr(C)]
     struct Header {
         version: u32,
@@ -854,14 +956,24 @@ unsafe fn mkdirs(dirs: &[CString], fail: RawFd) {
 }
 
 unsafe fn touch(path: &CString, fail: RawFd) {
-    let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC, 0o644);
+    let fd = libc::open(
+        path.as_ptr(),
+        libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC,
+        0o644,
+    );
     if fd < 0 {
         die(fail, "mkdir mount point");
     }
     libc::close(fd);
 }
 
-unsafe fn mount(src: *const c_char, dst: *const c_char, fstype: *const c_char, flags: c_ulong, data: *const c_char) -> c_int {
+unsafe fn mount(
+    src: *const c_char,
+    dst: *const c_char,
+    fstype: *const c_char,
+    flags: c_ulong,
+    data: *const c_char,
+) -> c_int {
     libc::mount(src, dst, fstype, flags, data.cast())
 }
 
@@ -869,71 +981,189 @@ unsafe fn mount(src: *const c_char, dst: *const c_char, fstype: *const c_char, f
 /// root kept at /oldroot only while binds are made from it, then detached.
 unsafe fn build_root(n: &NativePrep, fail: RawFd) {
     let null = ptr::null();
-    check(mount(null, c"/".as_ptr(), null, libc::MS_SLAVE | libc::MS_REC, null), fail, "make mounts private");
+    check(
+        mount(
+            null,
+            c"/".as_ptr(),
+            null,
+            libc::MS_SLAVE | libc::MS_REC,
+            null,
+        ),
+        fail,
+        "make mounts private",
+    );
     // Staging on /tmp: pivot_root moves this mount away, so the host's /tmp
     // stays visible under /oldroot/tmp for a work dir that lives there.
     let base = c"/tmp";
-    check(mount(c"tmpfs".as_ptr(), base.as_ptr(), c"tmpfs".as_ptr(), libc::MS_NOSUID | libc::MS_NODEV, c"mode=0755".as_ptr()), fail, "mount staging tmpfs");
+    check(
+        mount(
+            c"tmpfs".as_ptr(),
+            base.as_ptr(),
+            c"tmpfs".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            c"mode=0755".as_ptr(),
+        ),
+        fail,
+        "mount staging tmpfs",
+    );
     check(libc::chdir(base.as_ptr()), fail, "pivot_root to staging");
-    check(libc::mkdir(c"newroot".as_ptr(), 0o755), fail, "pivot_root to staging");
-    check(libc::mkdir(c"oldroot".as_ptr(), 0o755), fail, "pivot_root to staging");
+    check(
+        libc::mkdir(c"newroot".as_ptr(), 0o755),
+        fail,
+        "pivot_root to staging",
+    );
+    check(
+        libc::mkdir(c"oldroot".as_ptr(), 0o755),
+        fail,
+        "pivot_root to staging",
+    );
     let r = libc::syscall(libc::SYS_pivot_root, base.as_ptr(), c"oldroot".as_ptr()) as c_int;
     check(r, fail, "pivot_root to staging");
     check(libc::chdir(c"/".as_ptr()), fail, "pivot_root to staging");
     let newroot = c"/newroot";
-    check(mount(c"tmpfs".as_ptr(), newroot.as_ptr(), c"tmpfs".as_ptr(), libc::MS_NOSUID | libc::MS_NODEV, c"mode=0755".as_ptr()), fail, "mount new root");
+    check(
+        mount(
+            c"tmpfs".as_ptr(),
+            newroot.as_ptr(),
+            c"tmpfs".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            c"mode=0755".as_ptr(),
+        ),
+        fail,
+        "mount new root",
+    );
 
     for op in &n.plan {
         match op {
-            NativeOp::Bind { src, dst, dirs, is_dir, flags, readonly } => {
+            NativeOp::Bind {
+                src,
+                dst,
+                dirs,
+                is_dir,
+                flags,
+                readonly,
+            } => {
                 mkdirs(dirs, fail);
                 if !is_dir {
                     touch(dst, fail);
                 }
-                check(mount(src.as_ptr(), dst.as_ptr(), null, libc::MS_BIND | libc::MS_REC, null), fail, "bind mount");
-                let mut f = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NOSUID | libc::MS_NODEV | flags;
+                check(
+                    mount(
+                        src.as_ptr(),
+                        dst.as_ptr(),
+                        null,
+                        libc::MS_BIND | libc::MS_REC,
+                        null,
+                    ),
+                    fail,
+                    "bind mount",
+                );
+                let mut f =
+                    libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NOSUID | libc::MS_NODEV | flags;
                 if *readonly {
                     f |= libc::MS_RDONLY;
                 }
-                check(mount(null, dst.as_ptr(), null, f, null), fail, "remount read-only");
+                check(
+                    mount(null, dst.as_ptr(), null, f, null),
+                    fail,
+                    "remount read-only",
+                );
             }
             NativeOp::Symlink { target, link, dirs } => {
                 mkdirs(dirs, fail);
-                check(libc::symlink(target.as_ptr(), link.as_ptr()), fail, "symlink");
+                check(
+                    libc::symlink(target.as_ptr(), link.as_ptr()),
+                    fail,
+                    "symlink",
+                );
             }
             NativeOp::Tmpfs { dst, dirs, data } => {
                 mkdirs(dirs, fail);
-                check(mount(c"tmpfs".as_ptr(), dst.as_ptr(), c"tmpfs".as_ptr(), libc::MS_NOSUID | libc::MS_NODEV, data.as_ptr()), fail, "mount tmpfs");
+                check(
+                    mount(
+                        c"tmpfs".as_ptr(),
+                        dst.as_ptr(),
+                        c"tmpfs".as_ptr(),
+                        libc::MS_NOSUID | libc::MS_NODEV,
+                        data.as_ptr(),
+                    ),
+                    fail,
+                    "mount tmpfs",
+                );
             }
             NativeOp::Proc { dst, dirs } => {
                 mkdirs(dirs, fail);
                 let f = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-                check(mount(c"proc".as_ptr(), dst.as_ptr(), c"proc".as_ptr(), f, null), fail, "mount proc");
+                check(
+                    mount(c"proc".as_ptr(), dst.as_ptr(), c"proc".as_ptr(), f, null),
+                    fail,
+                    "mount proc",
+                );
             }
-            NativeOp::Dev { dst, dirs, nodes, links, shm } => {
+            NativeOp::Dev {
+                dst,
+                dirs,
+                nodes,
+                links,
+                shm,
+            } => {
                 mkdirs(dirs, fail);
-                check(mount(c"tmpfs".as_ptr(), dst.as_ptr(), c"tmpfs".as_ptr(), libc::MS_NOSUID | libc::MS_NOEXEC, c"mode=0755".as_ptr()), fail, "populate /dev");
+                check(
+                    mount(
+                        c"tmpfs".as_ptr(),
+                        dst.as_ptr(),
+                        c"tmpfs".as_ptr(),
+                        libc::MS_NOSUID | libc::MS_NOEXEC,
+                        c"mode=0755".as_ptr(),
+                    ),
+                    fail,
+                    "populate /dev",
+                );
                 for (host, node) in nodes {
                     touch(node, fail);
-                    check(mount(host.as_ptr(), node.as_ptr(), null, libc::MS_BIND, null), fail, "populate /dev");
+                    check(
+                        mount(host.as_ptr(), node.as_ptr(), null, libc::MS_BIND, null),
+                        fail,
+                        "populate /dev",
+                    );
                 }
                 for (target, link) in links {
-                    check(libc::symlink(target.as_ptr(), link.as_ptr()), fail, "populate /dev");
+                    check(
+                        libc::symlink(target.as_ptr(), link.as_ptr()),
+                        fail,
+                        "populate /dev",
+                    );
                 }
                 check(libc::mkdir(shm.as_ptr(), 0o1777), fail, "populate /dev");
                 check(libc::chmod(shm.as_ptr(), 0o1777), fail, "populate /dev");
             }
             NativeOp::RemountRoRoot => {
-                let f = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
-                check(mount(null, newroot.as_ptr(), null, f, null), fail, "remount read-only");
+                let f = libc::MS_REMOUNT
+                    | libc::MS_BIND
+                    | libc::MS_RDONLY
+                    | libc::MS_NOSUID
+                    | libc::MS_NODEV;
+                check(
+                    mount(null, newroot.as_ptr(), null, f, null),
+                    fail,
+                    "remount read-only",
+                );
             }
         }
     }
     // Drop the host root, then make /newroot the root and drop the staging one.
-    check(libc::umount2(c"/oldroot".as_ptr(), libc::MNT_DETACH), fail, "leave old root");
+    check(
+        libc::umount2(c"/oldroot".as_ptr(), libc::MNT_DETACH),
+        fail,
+        "leave old root",
+    );
     check(libc::chdir(newroot.as_ptr()), fail, "leave old root");
     let r = libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) as c_int;
     check(r, fail, "leave old root");
-    check(libc::umount2(c".".as_ptr(), libc::MNT_DETACH), fail, "leave old root");
+    check(
+        libc::umount2(c".".as_ptr(), libc::MNT_DETACH),
+        fail,
+        "leave old root",
+    );
     check(libc::chdir(c"/".as_ptr()), fail, "leave old root");
 }

@@ -18,7 +18,12 @@ use launch::Method;
 use monitor::{Report, Running};
 use profile::{Limits, Profile};
 
-pyo3::create_exception!(_sandbox, SandboxError, PyOSError, "The sandbox could not be set up; nothing ran.");
+pyo3::create_exception!(
+    _sandbox,
+    SandboxError,
+    PyOSError,
+    "The sandbox could not be set up; nothing ran."
+);
 
 /// What happened to one sandboxed command.
 #[pyclass(frozen, module = "janus_policy._sandbox")]
@@ -161,7 +166,9 @@ impl Sandbox {
 fn parse_method(method: &str, bwrap: Option<String>) -> PyResult<Method> {
     match (method, bwrap) {
         ("bwrap", Some(p)) if p.starts_with('/') => Ok(Method::Bwrap(p)),
-        ("bwrap", _) => Err(PyValueError::new_err("method 'bwrap' needs an absolute bwrap path")),
+        ("bwrap", _) => Err(PyValueError::new_err(
+            "method 'bwrap' needs an absolute bwrap path",
+        )),
         ("native", _) => Ok(Method::Native),
         ("unsandboxed", _) => Ok(Method::Unsandboxed),
         (m, _) => Err(PyValueError::new_err(format!(
@@ -189,7 +196,9 @@ fn spawn(
         return Err(PyValueError::new_err("argv: arguments cannot contain NUL"));
     }
     if run_as.is_some_and(|(u, g)| u == 0 || g == 0) {
-        return Err(PyValueError::new_err("run_as: the sandbox never runs as uid or gid 0"));
+        return Err(PyValueError::new_err(
+            "run_as: the sandbox never runs as uid or gid 0",
+        ));
     }
     let method = parse_method(method, bwrap)?;
     let (profile, limits) = (profile.clone(), limits.clone());

@@ -44,7 +44,9 @@ pub fn kill_all() -> usize {
 
 fn pid_ns_of(pid: i32) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(format!("/proc/{pid}/ns/pid")).ok().map(|m| m.ino())
+    std::fs::metadata(format!("/proc/{pid}/ns/pid"))
+        .ok()
+        .map(|m| m.ino())
 }
 
 impl Shared {
@@ -60,7 +62,9 @@ impl Shared {
             if let Some(ns) = pid_ns_of(init) {
                 if let Ok(dir) = std::fs::read_dir("/proc") {
                     for e in dir.flatten() {
-                        if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
+                        if let Some(pid) =
+                            e.file_name().to_str().and_then(|s| s.parse::<i32>().ok())
+                        {
                             if pid_ns_of(pid) == Some(ns) {
                                 unsafe { libc::kill(pid, sig) };
                             }
@@ -70,7 +74,13 @@ impl Shared {
             }
         }
         unsafe {
-            libc::syscall(libc::SYS_pidfd_send_signal, self.pidfd.as_raw_fd(), sig, 0usize, 0u32);
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                sig,
+                0usize,
+                0u32,
+            );
             libc::kill(-self.pid, sig);
             // SIGKILL to the namespace's init ends the namespace.
             if sig == libc::SIGKILL && init > 0 {
@@ -260,7 +270,9 @@ impl Running {
                     }
                 }
             }
-            if status.is_some() && (out.fd.is_none() && err.fd.is_none() || drain_until.is_some_and(|d| now >= d)) {
+            if status.is_some()
+                && (out.fd.is_none() && err.fd.is_none() || drain_until.is_some_and(|d| now >= d))
+            {
                 break;
             }
             let next = match (status.is_some(), term_at, killed_hard) {
@@ -269,7 +281,12 @@ impl Running {
                 (false, Some(t), false) => Some(t + grace),
                 (false, Some(_), true) => None,
             };
-            let ms = next.map_or(-1, |t| t.saturating_duration_since(now).as_millis().min(i32::MAX as u128) as c_int + 1);
+            let ms = next.map_or(-1, |t| {
+                t.saturating_duration_since(now)
+                    .as_millis()
+                    .min(i32::MAX as u128) as c_int
+                    + 1
+            });
 
             let mut fds: Vec<libc::pollfd> = Vec::with_capacity(4);
             let mut push = |fd: &Option<OwnedFd>| {
@@ -283,7 +300,11 @@ impl Running {
             push(&err.fd);
             push(&info_fd);
             fds.push(libc::pollfd {
-                fd: if status.is_none() { self.shared.pidfd.as_raw_fd() } else { -1 },
+                fd: if status.is_none() {
+                    self.shared.pidfd.as_raw_fd()
+                } else {
+                    -1
+                },
                 events: libc::POLLIN,
                 revents: 0,
             });
@@ -328,7 +349,9 @@ impl Running {
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
         loop {
             let r = unsafe { libc::wait4(self.shared.pid, &mut st, 0, &mut ru) };
-            if r == self.shared.pid || (r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted) {
+            if r == self.shared.pid
+                || (r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted)
+            {
                 break;
             }
         }
@@ -336,14 +359,22 @@ impl Running {
         (st, ru)
     }
 
-    fn report(&self, st: c_int, ru: libc::rusage, timed_out: bool, out: Capture, err: Capture) -> Report {
+    fn report(
+        &self,
+        st: c_int,
+        ru: libc::rusage,
+        timed_out: bool,
+        out: Capture,
+        err: Capture,
+    ) -> Report {
         let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
         let (exit_code, signal) = if libc::WIFSIGNALED(st) {
             (128 + libc::WTERMSIG(st), Some(libc::WTERMSIG(st)))
         } else {
             let code = libc::WEXITSTATUS(st);
             // bwrap and the native init report a command killed by signal n as 128+n.
-            let sig = (self.method != Method::Unsandboxed && code > 128 && code < 128 + 65).then(|| code - 128);
+            let sig = (self.method != Method::Unsandboxed && code > 128 && code < 128 + 65)
+                .then(|| code - 128);
             (code, sig)
         };
         let user_s = tv(ru.ru_utime);
@@ -412,11 +443,24 @@ fn classify(
     }
     if exit_code != 0 {
         let text = String::from_utf8_lossy(stderr).to_lowercase();
-        let memory = ["memoryerror", "cannot allocate memory", "out of memory", "bad_alloc", "memory exhausted"];
+        let memory = [
+            "memoryerror",
+            "cannot allocate memory",
+            "out of memory",
+            "bad_alloc",
+            "memory exhausted",
+        ];
         if memory.iter().any(|m| text.contains(m)) {
             return "memory";
         }
-        if ["no space left on device", "file too large", "disk quota exceeded"].iter().any(|m| text.contains(m)) {
+        if [
+            "no space left on device",
+            "file too large",
+            "disk quota exceeded",
+        ]
+        .iter()
+        .any(|m| text.contains(m))
+        {
             return "disk";
         }
     }

@@ -17,12 +17,25 @@ pub enum MountOp {
         optional: bool,
     },
     /// The one writable host directory.
-    RwBind { src: String, dst: String },
-    Symlink { target: String, link: String },
+    RwBind {
+        src: String,
+        dst: String,
+    },
+    Symlink {
+        target: String,
+        link: String,
+    },
     /// A private tmpfs of at most `size` bytes.
-    Tmpfs { dst: String, size: u64 },
-    Proc { dst: String },
-    Dev { dst: String },
+    Tmpfs {
+        dst: String,
+        size: u64,
+    },
+    Proc {
+        dst: String,
+    },
+    Dev {
+        dst: String,
+    },
     /// Last step: the root itself (a tmpfs) becomes read-only.
     RemountRoRoot,
 }
@@ -38,7 +51,9 @@ fn check_abs(field: &str, p: &str) -> PyResult<()> {
 
 fn check_text(field: &str, s: &str) -> PyResult<()> {
     if s.contains('\0') {
-        return Err(PyValueError::new_err(format!("{field}: {s:?} contains NUL")));
+        return Err(PyValueError::new_err(format!(
+            "{field}: {s:?} contains NUL"
+        )));
     }
     Ok(())
 }
@@ -68,7 +83,7 @@ pub struct Profile {
 #[pymethods]
 impl Profile {
     #[new]
-    #[pyo3(signature = (*, workdir, ro_binds=vec![], ro_binds_try=vec![], symlinks=vec![], env=vec![], network=false, tmp_size_mb=100, hostname="janus-sandbox".to_string()))]
+    #[pyo3(signature = (*, workdir, ro_binds=vec![], ro_binds_try=vec![], symlinks=vec![], env=vec![], network=false, tmp_size_mb=100, hostname=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         workdir: String,
@@ -78,11 +93,13 @@ impl Profile {
         env: Vec<(String, String)>,
         network: bool,
         tmp_size_mb: i64,
-        hostname: String,
+        hostname: Option<String>,
     ) -> PyResult<Self> {
         check_abs("workdir", &workdir)?;
         if workdir == "/" {
-            return Err(PyValueError::new_err("workdir: '/' cannot be the writable work dir"));
+            return Err(PyValueError::new_err(
+                "workdir: '/' cannot be the writable work dir",
+            ));
         }
         for (s, d) in ro_binds.iter().chain(&ro_binds_try) {
             check_abs("ro_binds", s)?;
@@ -94,14 +111,19 @@ impl Profile {
         }
         for (k, v) in &env {
             if k.is_empty() || k.contains('=') {
-                return Err(PyValueError::new_err(format!("env: invalid variable name {k:?}")));
+                return Err(PyValueError::new_err(format!(
+                    "env: invalid variable name {k:?}"
+                )));
             }
             check_text("env", k)?;
             check_text("env", v)?;
         }
         in_range("tmp_size_mb", tmp_size_mb, 1, 1 << 20)?;
+        let hostname = hostname.unwrap_or_else(|| "janus-sandbox".into());
         if hostname.is_empty() || hostname.len() > 64 || hostname.contains('\0') {
-            return Err(PyValueError::new_err(format!("hostname: invalid {hostname:?}")));
+            return Err(PyValueError::new_err(format!(
+                "hostname: invalid {hostname:?}"
+            )));
         }
         Ok(Profile {
             workdir,
@@ -132,7 +154,9 @@ impl Profile {
     /// by a later mount and silently vanish.
     pub fn mount_ops(&self) -> Vec<MountOp> {
         let mut ops = vec![
-            MountOp::Proc { dst: "/proc".into() },
+            MountOp::Proc {
+                dst: "/proc".into(),
+            },
             MountOp::Dev { dst: "/dev".into() },
             MountOp::Tmpfs {
                 dst: "/tmp".into(),
@@ -159,9 +183,10 @@ impl Profile {
             dst: self.workdir.clone(),
         });
         let depth = |op: &MountOp| match op {
-            MountOp::RoBind { dst, .. } | MountOp::RwBind { dst, .. } => {
-                dst.split('/').filter(|c| !c.is_empty() && *c != ".").count()
-            }
+            MountOp::RoBind { dst, .. } | MountOp::RwBind { dst, .. } => dst
+                .split('/')
+                .filter(|c| !c.is_empty() && *c != ".")
+                .count(),
             _ => 0,
         };
         binds.sort_by_key(depth); // stable: equal depths keep their order
@@ -237,7 +262,9 @@ pub struct Limits {
 
 fn in_range<T: PartialOrd + std::fmt::Display>(field: &str, v: T, lo: T, hi: T) -> PyResult<()> {
     if v < lo || v > hi {
-        return Err(PyValueError::new_err(format!("{field}: {v} is outside {lo}..={hi}")));
+        return Err(PyValueError::new_err(format!(
+            "{field}: {v} is outside {lo}..={hi}"
+        )));
     }
     Ok(())
 }
@@ -245,7 +272,7 @@ fn in_range<T: PartialOrd + std::fmt::Display>(field: &str, v: T, lo: T, hi: T) 
 #[pymethods]
 impl Limits {
     #[new]
-    #[pyo3(signature = (*, memory_mb=2048, disk_mb=100, cpu_percent=80, timeout_s=600.0, nproc=256, nofile=1024, output_cap_bytes=1<<20, grace_s=2.0))]
+    #[pyo3(signature = (*, memory_mb=2048, disk_mb=100, cpu_percent=80, timeout_s=600.0, nproc=256, nofile=1024, output_cap_bytes=1048576, grace_s=2.0))]
     #[allow(clippy::too_many_arguments)]
     // Signed on the way in so a negative value gets a message naming its field.
     fn new(
@@ -305,9 +332,9 @@ mod tests {
     fn position(ops: &[MountOp], dst: &str) -> usize {
         ops.iter()
             .position(|op| match op {
-                MountOp::RoBind { dst: d, .. } | MountOp::RwBind { dst: d, .. } | MountOp::Tmpfs { dst: d, .. } => {
-                    d == dst
-                }
+                MountOp::RoBind { dst: d, .. }
+                | MountOp::RwBind { dst: d, .. }
+                | MountOp::Tmpfs { dst: d, .. } => d == dst,
                 _ => false,
             })
             .unwrap_or_else(|| panic!("{dst} is not mounted"))

@@ -52,7 +52,9 @@ def register(verbs: Any) -> None:
     run_p.add_argument(
         "--output-cap", type=int, dest="output_cap_bytes", help="bytes kept per output stream"
     )
-    run_p.add_argument("--network", action="store_true", default=None, help="share the host network")
+    run_p.add_argument(
+        "--network", action="store_true", default=None, help="share the host network"
+    )
     run_p.add_argument("--workdir", type=Path, help="writable work dir (default: a fresh temp dir)")
     _add_method(run_p)
     add_format(run_p)
@@ -65,13 +67,17 @@ def register(verbs: Any) -> None:
         description="Try to escape the sandbox in every known way; exit 1 if anything got out.",
     )
     _add_method(st)
-    st.add_argument("--only", action="append", metavar="CHECK", help="run only this check (repeatable)")
+    st.add_argument(
+        "--only", action="append", metavar="CHECK", help="run only this check (repeatable)"
+    )
     add_format(st)
     st.set_defaults(handler=selftest)
 
 
 def _add_method(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", choices=METHODS[:3], default="auto", help="isolation method (default: auto)")
+    p.add_argument(
+        "--method", choices=METHODS[:3], default="auto", help="isolation method (default: auto)"
+    )
     p.add_argument("--bwrap", metavar="PATH", help="bwrap binary to use")
 
 
@@ -84,7 +90,12 @@ def _runner(args: argparse.Namespace, protected: tuple[Path, ...] = ()) -> Sandb
 def run(args: argparse.Namespace) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
-        raise InputError("E209", "no command given: janus-policy sandbox run [OPTIONS] -- CMD ARGS...", None, "command")
+        raise InputError(
+            "E209",
+            "no command given: janus-policy sandbox run [OPTIONS] -- CMD ARGS...",
+            None,
+            "command",
+        )
     spec = load_profile(args.profile) if args.profile else ProfileSpec()
     values = dict(spec.limits)
     values |= {f: getattr(args, f) for f in LIMIT_FIELDS if getattr(args, f) is not None}
@@ -148,7 +159,9 @@ def selftest(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     failed = [r for r in results if not r.passed]
     if args.format == "json":
-        print_json({"method": method, "passed": not failed, "checks": [r.to_dict() for r in results]})
+        print_json(
+            {"method": method, "passed": not failed, "checks": [r.to_dict() for r in results]}
+        )
     else:
         rows = [[r.name, r.must_hold, "pass" if r.passed else "FAIL"] for r in results]
         print(table(rows, ["check", "must hold", "result"]))

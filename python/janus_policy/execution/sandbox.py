@@ -94,7 +94,9 @@ def find_bwrap(configured: str | os.PathLike[str] | None = None) -> str | None:
     if configured:
         p = Path(configured)
         if not (p.is_file() and os.access(p, os.X_OK)):
-            raise InputError("E201", f"bwrap_path {str(p)!r} is not an executable file", None, "bwrap_path")
+            raise InputError(
+                "E201", f"bwrap_path {str(p)!r} is not an executable file", None, "bwrap_path"
+            )
         return str(p.resolve())
     on_path = shutil.which("bwrap")
     if on_path:
@@ -177,7 +179,10 @@ class SandboxRunner:
         self.settings = settings or SandboxSettings()
         if self.settings.method not in METHODS:
             raise InputError(
-                "E204", f"method {self.settings.method!r} is not one of {', '.join(METHODS)}", None, "method"
+                "E204",
+                f"method {self.settings.method!r} is not one of {', '.join(METHODS)}",
+                None,
+                "method",
             )
         self._bwrap = find_bwrap(self.settings.bwrap_path)
         self._method: str | None = None
@@ -225,7 +230,9 @@ class SandboxRunner:
             reasons.append(f"{m}: {why}")
         if self.settings.allow_unsandboxed:
             return "unsandboxed"
-        raise SandboxUnavailable("no sandbox method works on this host; refusing to run. " + "; ".join(reasons))
+        raise SandboxUnavailable(
+            "no sandbox method works on this host; refusing to run. " + "; ".join(reasons)
+        )
 
     def profile(
         self,
@@ -247,13 +254,17 @@ class SandboxRunner:
         env: Mapping[str, str] | None = None,
         tmp_size_mb: int = 100,
     ) -> Profile:
-        workdir = workdir.absolute()
+        # Resolved, so that the path checked is the path mounted: a symlink
+        # into a protected dir must not slip past the overlap check.
+        workdir = workdir.resolve()
         if not workdir.is_dir():
-            raise InputError("E205", f"work dir {str(workdir)!r} is not a directory", None, "workdir")
-        extra = [Path(p).absolute() for p in read_only_paths]
+            raise InputError(
+                "E205", f"work dir {str(workdir)!r} is not a directory", None, "workdir"
+            )
+        extra = [Path(p).resolve() for p in read_only_paths]
         for p in [workdir, *extra]:
             for guarded in self.settings.protected_paths:
-                if _overlaps(p, guarded.absolute()):
+                if _overlaps(p, guarded.resolve()):
                     raise InputError(
                         "E206",
                         f"{str(p)!r} overlaps the protected path {str(guarded)!r}",
@@ -262,7 +273,9 @@ class SandboxRunner:
                     )
         for p in extra:
             if not p.exists():
-                raise InputError("E207", f"read-only path {str(p)!r} does not exist", None, "read_only_paths")
+                raise InputError(
+                    "E207", f"read-only path {str(p)!r} does not exist", None, "read_only_paths"
+                )
         self._grant(workdir)
         ro_binds = [("/usr", "/usr")]
         ro_try = [(p, p) for p in ETC_FILES] + [(str(p), str(p)) for p in extra]
@@ -324,7 +337,7 @@ class SandboxRunner:
         except ValueError as e:
             raise _rejected("E209", e, None) from None
         except SandboxError as e:
-            raise SandboxFailed(f"{method}: {e}") from None
+            raise SandboxFailed(str(e)) from None
 
     def spawn(self, argv: Sequence[str], profile: Profile, limits: Limits) -> Sandbox:
         """Starts `argv`; call `wait()` on the result (it enforces the timeout)."""
