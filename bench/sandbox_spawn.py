@@ -3,10 +3,13 @@
 Three variants, timed round-robin (each iteration runs all three, in a
 rotating order, so drift in the machine's load hits them alike):
 
-  a  raw bwrap    `subprocess.run([bwrap, *options, "--", "/bin/true"])`, with the
-                  options from `_sandbox.bwrap_options(profile)`: the seccomp
-                  program on fd 4 (a memfd) and an info pipe on fd 5, as uid
-                  `run_as` when root, empty environment
+  a  raw bwrap    `subprocess.run([bwrap, *options, "--", *command])`: the same
+                  argv bwrap gets from the extension, with the options from
+                  `_sandbox.bwrap_options(profile)` on its command line and
+                  the command from `_sandbox.bwrap_command` (/bin/true started
+                  through prlimit, which sets this sandbox's RLIMIT_NPROC);
+                  the seccomp program on fd 4 (a memfd) and an info pipe on
+                  fd 5, as uid `run_as` when root, empty environment
   b  ext. bwrap   `_sandbox.spawn(["/bin/true"], profile, limits, method="bwrap")`
                   then `.wait()`: the same bwrap and options, plus rlimits,
                   output capture, the timeout watch and rusage
@@ -63,6 +66,7 @@ class RawBwrap:
 
     bwrap: str
     options: list[str]
+    command: Callable[[list[str]], list[str]]
     run_as: tuple[int, int] | None
     seccomp: bytes
     fds_placed: bool = False
@@ -105,7 +109,7 @@ class RawBwrap:
         if self.run_as:
             ids = {"user": self.run_as[0], "group": self.run_as[1], "extra_groups": []}
         p = subprocess.run(
-            [self.bwrap, *self.options, "--", *argv],
+            [self.bwrap, *self.options, "--", *self.command(argv)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -231,7 +235,11 @@ def main(argv: list[str] | None = None) -> int:
         profile = runner.profile(workdir)
         limits = Limits(timeout_s=30)
         raw = RawBwrap(
-            bwrap, _sandbox.bwrap_options(profile), run_as, _sandbox.seccomp_program(False)
+            bwrap,
+            _sandbox.bwrap_options(profile),
+            lambda argv: _sandbox.bwrap_command(argv, profile, limits),
+            run_as,
+            _sandbox.seccomp_program(False),
         )
         ext_bwrap = Extension("bwrap", profile, limits, bwrap, run_as)
         ext_native = Extension("native", profile, limits, None, run_as)

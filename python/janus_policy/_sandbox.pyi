@@ -12,6 +12,7 @@ __all__ = [
     "Profile",
     "Sandbox",
     "SandboxError",
+    "bwrap_command",
     "bwrap_options",
     "kill_all",
     "seccomp_program",
@@ -207,3 +208,8 @@ def seccomp_program(network: bool) -> bytes:
 
 def kill_all() -> int:
     """SIGKILLs every sandbox of this process that is still alive; returns how many."""
+
+def bwrap_command(argv: list[str], profile: Profile, limits: Limits) -> list[str]:
+    """What bwrap runs after `--`: the resolved command, started through
+    prlimit(1) so that RLIMIT_NPROC binds this sandbox alone (a user namespace
+    would otherwise share its creator's limit with every process of the uid)."""

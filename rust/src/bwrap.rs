@@ -102,6 +102,13 @@ pub fn command_line(
         ARGS_FD.to_string(),
         "--".into(),
     ];
+    a.extend(command(program, args, nproc));
+    a
+}
+
+/// What bwrap runs: the command, through prlimit(1) when `nproc` is given.
+pub fn command(program: &str, args: &[String], nproc: Option<u64>) -> Vec<String> {
+    let mut a = Vec::with_capacity(args.len() + 4);
     if let Some(n) = nproc {
         a.extend([PRLIMIT.to_string(), format!("--nproc={n}:{n}"), "--".into()]);
     }

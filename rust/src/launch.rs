@@ -7,6 +7,7 @@
 //! pipe as (step, errno) and the child exits 127; the parent reads that pipe
 //! until EOF, so `spawn` returns only after the command was exec'd or failed.
 
+use std::cell::UnsafeCell;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -67,7 +68,7 @@ const STEPS: &[&str] = &[
     "chdir to work dir",
     "setsid",
     "child subreaper",
-    "pipe",
+    "pidfd_open",
 ];
 
 fn step(name: &str) -> u8 {
@@ -352,6 +353,10 @@ struct Prep {
     native: Option<NativePrep>,
     /// The bwrap method keeps a watchdog between the host and bwrap.
     watchdog: bool,
+    /// Stack for the last, exec-bound child (see `vfork_into`).
+    stack: UnsafeCell<Vec<u8>>,
+    /// Stack for the native method's pid 1, alive beside the command's.
+    stack_b: UnsafeCell<Vec<u8>>,
     /// The unsandboxed method changes into the work dir itself.
     chdir: Option<CString>,
 }
@@ -480,6 +485,12 @@ pub fn spawn(
         parent: unsafe { libc::getpid() },
         native,
         watchdog: matches!(method, Method::Bwrap(_)),
+        stack: UnsafeCell::new(vec![0u8; 256 * 1024]),
+        stack_b: UnsafeCell::new(if matches!(method, Method::Native) {
+            vec![0u8; 256 * 1024]
+        } else {
+            Vec::new()
+        }),
         chdir: match method {
             Method::Unsandboxed => Some(cstr(&profile.workdir).map_err(io_err("workdir"))?),
             _ => None,
@@ -578,14 +589,6 @@ unsafe fn close_from(first: c_int) {
             libc::close(fd);
         }
     }
-}
-
-/// Closes every descriptor but `keep`.
-unsafe fn close_all_but(keep: c_int) {
-    if keep > 0 {
-        libc::syscall(libc::SYS_close_range, 0u32, (keep - 1) as u32, 0);
-    }
-    close_from(keep + 1);
 }
 
 unsafe fn write_file(path: &std::ffi::CStr, data: &[u8]) -> c_int {
@@ -705,11 +708,7 @@ unsafe fn watchdog(p: &Prep, fail: RawFd) -> ! {
         libc::_exit(127);
     }
     let w = libc::getpid();
-    let l = libc::fork();
-    if l < 0 {
-        die(fail, "fork");
-    }
-    if l == 0 {
+    let l = vfork_into(&p.stack, 0, &|| {
         check(
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL),
             fail,
@@ -723,6 +722,9 @@ unsafe fn watchdog(p: &Prep, fail: RawFd) -> ! {
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, ptr::null_mut());
         exec(p, fail)
+    });
+    if l < 0 {
+        die(fail, "fork");
     }
     // W holds nothing open: the host sees EOF on the failure pipe once bwrap
     // is exec'd, and on the output pipes once the sandbox is gone.
@@ -758,6 +760,28 @@ unsafe fn watchdog(p: &Prep, fail: RawFd) -> ! {
             mirror(status)
         }
     }
+}
+
+/// Runs `body` in a child that shares this process's memory until it execs
+/// or exits, as posix_spawn does: the caller sleeps meanwhile (CLONE_VFORK)
+/// and no page table of the forked Python image is copied again. `body` must
+/// end in exec or `_exit`; it runs on `stack`, prepared before the first fork.
+unsafe fn vfork_into(stack: &UnsafeCell<Vec<u8>>, flags: c_int, body: &dyn Fn()) -> libc::pid_t {
+    extern "C" fn trampoline(arg: *mut libc::c_void) -> c_int {
+        // SAFETY: `arg` is the `&dyn Fn()` below, alive while the caller sleeps.
+        unsafe {
+            (*(arg as *const &dyn Fn()))();
+            libc::_exit(127)
+        }
+    }
+    let stack = &mut *stack.get();
+    let top = (stack.as_mut_ptr().add(stack.len()) as usize) & !15;
+    libc::clone(
+        trampoline,
+        top as *mut libc::c_void,
+        libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD | flags,
+        &body as *const &dyn Fn() as *mut libc::c_void,
+    )
 }
 
 /// SIGKILLs every child of this single-threaded process, as /proc lists them.
@@ -827,38 +851,41 @@ unsafe fn native_child(p: &Prep, n: &NativePrep, fail: RawFd) -> ! {
         fail,
         "write uid/gid map",
     );
-    // B sets its parent-death signal first thing, but A may die before that,
-    // and getppid() cannot tell (A is outside B's pid namespace: it reads 0
-    // either way). A holds the write end of this pipe for as long as it lives,
-    // so B sees a hangup if A is already gone.
-    let mut alive = [0 as c_int; 2];
-    check(
-        libc::pipe2(alive.as_mut_ptr(), libc::O_CLOEXEC),
-        fail,
-        "pipe",
-    );
-    let b = libc::fork();
+    // B is started like C (no copy of the Python image, A sleeps until B
+    // ends) and shares A's descriptor table, so B's closing of everything
+    // also lets go of A's copies. B arms its parent-death signal first thing;
+    // A may have died before that, which getppid() cannot tell across the pid
+    // namespace, so B also checks a pidfd of A.
+    let a_fd = libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) as c_int;
+    check(a_fd, fail, "pidfd_open");
+    let b = vfork_into(&p.stack_b, libc::CLONE_FILES, &|| init(p, n, fail, a_fd));
     if b < 0 {
         die(fail, "fork");
     }
-    if b > 0 {
-        // A: tell the parent who pid 1 is, then only wait.
-        let bytes = b.to_ne_bytes();
-        libc::write(bwrap::INFO_FD, bytes.as_ptr().cast(), bytes.len());
-        close_all_but(alive[1]);
-        mirror(wait_for(b));
-    }
-    libc::close(alive[1]);
+    mirror(wait_for(b))
+}
+
+/// B: pid 1 of the new pid namespace. Builds the root, starts C (the
+/// command), then reaps everything and ends with C.
+unsafe fn init(p: &Prep, n: &NativePrep, fail: RawFd, a_fd: c_int) {
     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
     let mut pfd = libc::pollfd {
-        fd: alive[0],
+        fd: a_fd,
         events: libc::POLLIN,
         revents: 0,
     };
     if libc::poll(&mut pfd, 1, 0) != 0 {
-        libc::_exit(127); // hangup: A died before the signal was armed
+        libc::_exit(127); // A died before the signal was armed
     }
-    libc::close(alive[0]);
+    libc::close(a_fd);
+    // Tell the host who pid 1 is: /proc is still the host's here.
+    let mut link = [0u8; 32];
+    let len = libc::readlink(c"/proc/self".as_ptr(), link.as_mut_ptr().cast(), link.len());
+    let host_pid = link[..len.max(0) as usize]
+        .iter()
+        .fold(0i32, |acc, d| acc * 10 + (d - b'0') as i32);
+    let bytes = host_pid.to_ne_bytes();
+    libc::write(bwrap::INFO_FD, bytes.as_ptr().cast(), bytes.len());
     libc::close(bwrap::INFO_FD);
     build_root(n, fail);
     check(
@@ -866,45 +893,44 @@ unsafe fn native_child(p: &Prep, n: &NativePrep, fail: RawFd) -> ! {
         fail,
         "sethostname",
     );
-    let c = libc::fork();
+    // C: the command, started without copying B's memory.
+    let c = vfork_into(&p.stack, 0, &|| {
+        check(libc::setsid(), fail, "setsid");
+        check(libc::chdir(n.workdir.as_ptr()), fail, "chdir to work dir");
+        drop_caps(fail);
+        check(
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0),
+            fail,
+            "no_new_privs",
+        );
+        let prog = libc::sock_fprog {
+            len: n.filter.len() as u16,
+            filter: n.filter.as_ptr() as *mut libc::sock_filter,
+        };
+        let r = libc::syscall(
+            libc::SYS_seccomp,
+            1, /* SECCOMP_SET_MODE_FILTER */
+            0,
+            &prog,
+        ) as c_int;
+        check(r, fail, "seccomp");
+        exec(p, fail)
+    });
     if c < 0 {
         die(fail, "fork");
     }
-    if c > 0 {
-        // B: init of the namespace. Reap everything; end with the command.
-        close_from(0);
-        loop {
-            let mut status = 0;
-            let r = libc::waitpid(-1, &mut status, 0);
-            if r == c {
-                mirror(status);
-            }
-            if r < 0 && *libc::__errno_location() == libc::ECHILD {
-                libc::_exit(127);
-            }
+    // B: init of the namespace. Reap everything; end with the command.
+    close_from(0);
+    loop {
+        let mut status = 0;
+        let r = libc::waitpid(-1, &mut status, 0);
+        if r == c {
+            mirror(status);
+        }
+        if r < 0 && *libc::__errno_location() == libc::ECHILD {
+            libc::_exit(127);
         }
     }
-    // C: the command.
-    check(libc::setsid(), fail, "setsid");
-    check(libc::chdir(n.workdir.as_ptr()), fail, "chdir to work dir");
-    drop_caps(fail);
-    check(
-        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0),
-        fail,
-        "no_new_privs",
-    );
-    let prog = libc::sock_fprog {
-        len: n.filter.len() as u16,
-        filter: n.filter.as_ptr() as *mut libc::sock_filter,
-    };
-    let r = libc::syscall(
-        libc::SYS_seccomp,
-        1, /* SECCOMP_SET_MODE_FILTER */
-        0,
-        &prog,
-    ) as c_int;
-    check(r, fail, "seccomp");
-    exec(p, fail)
 }
 
 unsafe fn drop_caps(fail: RawFd) {

@@ -223,6 +223,19 @@ fn bwrap_options(profile: &Profile) -> Vec<String> {
     bwrap::options(profile)
 }
 
+/// What bwrap runs after `--` for `argv` under `profile` and `limits`.
+#[pyfunction]
+fn bwrap_command(argv: Vec<String>, profile: &Profile, limits: &Limits) -> PyResult<Vec<String>> {
+    let (prog, rest) = argv
+        .split_first()
+        .ok_or_else(|| PyValueError::new_err("argv: must name a program"))?;
+    let program = profile
+        .resolve_program(prog)
+        .map_err(|e| PyValueError::new_err(format!("command: {e}")))?;
+    let nproc = bwrap::can_prlimit(profile).then_some(limits.nproc);
+    Ok(bwrap::command(&program, rest, nproc))
+}
+
 /// The seccomp program as raw `struct sock_filter` bytes.
 #[pyfunction]
 fn seccomp_program<'py>(py: Python<'py>, network: bool) -> Bound<'py, PyBytes> {
@@ -244,6 +257,7 @@ fn _sandbox(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SandboxError", m.py().get_type::<SandboxError>())?;
     m.add_function(wrap_pyfunction!(spawn, m)?)?;
     m.add_function(wrap_pyfunction!(bwrap_options, m)?)?;
+    m.add_function(wrap_pyfunction!(bwrap_command, m)?)?;
     m.add_function(wrap_pyfunction!(seccomp_program, m)?)?;
     m.add_function(wrap_pyfunction!(kill_all, m)?)?;
     Ok(())
