@@ -191,6 +191,14 @@ def test_large_output_is_capped_without_deadlock(runner: SandboxRunner, workdir:
     assert out.stderr_truncated
 
 
+def test_timeout_gives_a_grace_period_after_sigterm(runner: SandboxRunner, workdir: Path) -> None:
+    # The command's own TERM handler runs (and can clean up) before SIGKILL.
+    script = "trap 'echo cleaned up; exit 0' TERM; echo started; sleep 600 & wait"
+    out = run(runner, workdir, "sh", "-c", script, timeout_s=1, grace_s=10)
+    assert out.limit == "timeout"
+    assert out.stdout == b"started\ncleaned up\n"
+
+
 def test_small_output_is_complete(runner: SandboxRunner, workdir: Path) -> None:
     out = run(runner, workdir, "sh", "-c", "printf out; printf err >&2")
     assert (out.stdout, out.stderr) == (b"out", b"err")

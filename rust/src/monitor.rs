@@ -71,6 +71,9 @@ impl Shared {
                         }
                     }
                 }
+                // Not to the launcher: its death would take the namespace
+                // down with SIGKILL at once, and the grace period with it.
+                return;
             }
         }
         unsafe {
