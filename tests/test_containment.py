@@ -123,13 +123,20 @@ def test_battery_refuses_to_run_unsandboxed() -> None:
         run_selftest(runner, only=["exit-code"])
 
 
-def _as_nobody(argv: list[str], *, through: tuple[Path, Path] | None = None) -> list[str]:
-    """`argv` run as uid/gid 65534; `through` = (host dir, mirror) is bind-mounted
-    first, in a private mount namespace that only this command sees."""
+def _as_nobody(argv: list[str], *, expose: tuple[Path, Path, Path] | None = None) -> list[str]:
+    """`argv` run as uid/gid 65534. With `expose` = (prefix, blocked ancestor,
+    scratch dir), the interpreter prefix is first made reachable at its own
+    path, in a private mount namespace that only this command sees: a tmpfs
+    (mode 755) over the ancestor nobody cannot search, with the prefix bound
+    back into it, read-only. Paths stay what they are, symlinks keep working."""
     drop = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--", *argv]
-    if through is None:
+    if expose is None:
         return drop
-    script = 'mount --bind -o ro "$1" "$2" && shift 2 && exec "$@"'
+    script = (
+        'mount --bind -o ro "$1" "$3" && mount -t tmpfs -o mode=0755 none "$2" '
+        '&& mkdir -p "$1" && mount --bind "$3" "$1" && shift 3 && exec "$@"'
+    )
+    prefix, blocked, scratch = expose
     return [
         "unshare",
         "--mount",
@@ -140,10 +147,19 @@ def _as_nobody(argv: list[str], *, through: tuple[Path, Path] | None = None) -> 
         "-c",
         script,
         "sh",
-        str(through[0]),
-        str(through[1]),
+        str(prefix),
+        str(blocked),
+        str(scratch),
         *drop,
     ]
+
+
+def _unsearchable_ancestor(path: Path) -> Path | None:
+    """The first directory above `path` that others cannot search, if any."""
+    for parent in reversed(path.parents):
+        if parent != Path("/") and not parent.stat().st_mode & 0o001:
+            return parent
+    return None
 
 
 @pytest.mark.slow
@@ -162,42 +178,29 @@ def test_battery_as_unprivileged_user(runner: SandboxRunner, method: str) -> Non
         "TMPDIR": "/tmp",
         "HOME": "/tmp",
     }
-    importable = ["-c", "import janus_policy.execution.selftest"]
-    python, through = sys.executable, None
-
-    def probe(argv: list[str]) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            argv, check=False, env=env, cwd="/", capture_output=True, text=True, timeout=60
-        )
-
-    first = probe(_as_nobody([python, *importable]))
-    mirror = Path(tempfile.mkdtemp(prefix="janus-py-", dir="/tmp"))
+    # The interpreter may live under a private home (pyenv in /root).
+    prefix = Path(sys.base_prefix).resolve()
+    blocked = _unsearchable_ancestor(prefix / "bin")
+    scratch = Path(tempfile.mkdtemp(prefix="janus-py-", dir="/tmp"))
+    expose = (prefix, blocked, scratch) if blocked else None
     try:
-        mirror.chmod(0o755)
-        if first.returncode != 0:
-            # The interpreter may live under a private home (pyenv in /root):
-            # expose its prefix read-only at a world-readable path, for this run only.
-            why = first.stderr.strip().splitlines()[-1:] or [f"exit {first.returncode}"]
-            exe = Path(sys.executable)
-            if sys.prefix != sys.base_prefix or not exe.is_relative_to(sys.prefix):
-                pytest.skip(
-                    f"janus_policy is not importable by uid {NOBODY} ({why[0]}) and "
-                    f"{exe} is a virtualenv or lies outside its prefix {sys.prefix}"
-                )
-            through = (Path(sys.prefix), mirror)
-            python = str(mirror / exe.relative_to(sys.prefix))
-            # A RUNPATH into the unreadable prefix would load the system's libpython instead.
-            env["LD_LIBRARY_PATH"] = str(mirror / "lib")
-            second = probe(_as_nobody([python, *importable], through=through))
-            if second.returncode != 0:
-                again = second.stderr.strip().splitlines() or [f"exit {second.returncode}"]
-                pytest.skip(
-                    f"janus_policy is not importable by uid {NOBODY}: {why[0]}; with "
-                    f"{sys.prefix} bind-mounted at {mirror}: {again[-1]}"
-                )
-        cli = [python, "-m", "janus_policy", "sandbox", "selftest", "--method", method]
+        scratch.chmod(0o755)
+        importable = [sys.executable, "-c", "import janus_policy.execution.selftest"]
+        probe = subprocess.run(
+            _as_nobody(importable, expose=expose),
+            check=False,
+            env=env,
+            cwd="/",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if probe.returncode != 0:
+            why = probe.stderr.strip().splitlines()[-1:] or [f"exit {probe.returncode}"]
+            pytest.skip(f"janus_policy is not importable by uid {NOBODY}: {why[0]}")
+        cli = [sys.executable, "-m", "janus_policy", "sandbox", "selftest", "--method", method]
         done = subprocess.run(
-            _as_nobody([*cli, "--format", "json"], through=through),
+            _as_nobody([*cli, "--format", "json"], expose=expose),
             check=False,
             env=env,
             cwd="/",
@@ -206,7 +209,7 @@ def test_battery_as_unprivileged_user(runner: SandboxRunner, method: str) -> Non
             timeout=600,
         )
     finally:
-        mirror.rmdir()
+        scratch.rmdir()
     assert done.returncode in (0, 1), f"exit {done.returncode}: {done.stderr}"
     report = json.loads(done.stdout)
     assert report["method"] == method
