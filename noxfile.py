@@ -64,8 +64,10 @@ def _existing(paths: tuple[str, ...]) -> list[str]:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """pytest over tests/; a run that collects no test fails (pytest exit 5)."""
+    """The Rust unit tests, then pytest over tests/; a run that collects no
+    test fails (pytest exit 5)."""
     install_project(session, "test")
+    session.run("cargo", "test", "--locked", "--quiet", external=True)
     session.run("pytest", *session.posargs)
 
 
