@@ -183,31 +183,26 @@ def test_battery_as_unprivileged_user(runner: SandboxRunner, method: str) -> Non
     blocked = _unsearchable_ancestor(prefix / "bin")
     scratch = Path(tempfile.mkdtemp(prefix="janus-py-", dir="/tmp"))
     expose = (prefix, blocked, scratch) if blocked else None
-    try:
-        scratch.chmod(0o755)
-        importable = [sys.executable, "-c", "import janus_policy.execution.selftest"]
-        probe = subprocess.run(
-            _as_nobody(importable, expose=expose),
+
+    def as_nobody(argv: list[str], timeout: int) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            _as_nobody(argv, expose=expose),
             check=False,
             env=env,
             cwd="/",
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=timeout,
         )
+
+    try:
+        scratch.chmod(0o755)
+        probe = as_nobody([sys.executable, "-c", "import janus_policy.execution.selftest"], 60)
         if probe.returncode != 0:
             why = probe.stderr.strip().splitlines()[-1:] or [f"exit {probe.returncode}"]
             pytest.skip(f"janus_policy is not importable by uid {NOBODY}: {why[0]}")
         cli = [sys.executable, "-m", "janus_policy", "sandbox", "selftest", "--method", method]
-        done = subprocess.run(
-            _as_nobody([*cli, "--format", "json"], expose=expose),
-            check=False,
-            env=env,
-            cwd="/",
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        done = as_nobody([*cli, "--format", "json"], 600)
     finally:
         scratch.rmdir()
     assert done.returncode in (0, 1), f"exit {done.returncode}: {done.stderr}"
