@@ -17,6 +17,8 @@ from typing import Any
 
 import jsonschema
 import yaml
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
 
 from janus_policy.errors import InputError, Location
 
@@ -126,6 +128,16 @@ def schema(name: str) -> dict[str, Any]:
     return loaded
 
 
+@cache
+def _registry() -> Registry[Any]:
+    """Every package schema under its $id, so schemas can reference each other."""
+    resources_ = [
+        (schema(n)["$id"], Resource.from_contents(schema(n), default_specification=DRAFT202012))
+        for n in schema_names()
+    ]
+    return Registry().with_resources(resources_)
+
+
 def schema_names() -> list[str]:
     files = resources.files("janus_policy.schemas").iterdir()
     return sorted(
@@ -150,6 +162,29 @@ def _explain(err: jsonschema.ValidationError, doc: Document) -> InputError:
             f"unknown key {key!r}{_did_you_mean(key, allowed)}",
             doc.location((*at, key)),
             pointer((*at, key)),
+        )
+    if err.validator == "oneOf" and isinstance(err.instance, dict):
+        # A union of shapes (a condition): name the key no shape knows, or
+        # explain the closest shape instead of "not valid under any".
+        sub = err.schema if isinstance(err.schema, dict) else {}
+        known = sorted({k for alt in sub.get("oneOf", []) for k in alt.get("properties", {})})
+        unknown = [k for k in err.instance if k not in known]
+        if unknown:
+            key = unknown[0]
+            return InputError(
+                "E101",
+                f"unknown key {key!r}{_did_you_mean(key, known)}",
+                doc.location((*at, key)),
+                pointer((*at, key)),
+            )
+        deeper = [c for c in err.context if len(c.absolute_path) > len(at)]
+        if deeper:
+            return _explain(max(deeper, key=lambda c: len(c.absolute_path)), doc)
+        return InputError(
+            "E104",
+            f"matches none of the allowed forms: {sub.get('description', 'see the schema')}",
+            doc.location(at),
+            pointer(at),
         )
     if err.validator == "required":
         return InputError("E102", err.message, doc.location(at), pointer(at))
@@ -176,7 +211,7 @@ def validate(doc: Document, schema_name: str) -> None:
 
 def validation_errors(doc: Document, schema_name: str) -> list[InputError]:
     """Every schema violation, each with its position, in document order."""
-    validator = jsonschema.Draft202012Validator(schema(schema_name))
+    validator = jsonschema.Draft202012Validator(schema(schema_name), registry=_registry())
     found = [_explain(e, doc) for e in validator.iter_errors(doc.data)]
     return sorted(
         found, key=lambda e: (e.location.line, e.location.column) if e.location else (0, 0)
