@@ -138,6 +138,12 @@ def _registry() -> Registry[Any]:
     return Registry().with_resources(resources_)
 
 
+@cache
+def validator(name: str) -> jsonschema.Draft202012Validator:
+    """A ready validator for one of the package's schemas (built once)."""
+    return jsonschema.Draft202012Validator(schema(name), registry=_registry())
+
+
 def schema_names() -> list[str]:
     files = resources.files("janus_policy.schemas").iterdir()
     return sorted(
@@ -145,7 +151,7 @@ def schema_names() -> list[str]:
     )
 
 
-def _did_you_mean(word: str, options: list[str]) -> str:
+def did_you_mean(word: str, options: list[str]) -> str:
     close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -159,7 +165,7 @@ def _explain(err: jsonschema.ValidationError, doc: Document) -> InputError:
         key = extra[0] if extra else ""
         return InputError(
             "E101",
-            f"unknown key {key!r}{_did_you_mean(key, allowed)}",
+            f"unknown key {key!r}{did_you_mean(key, allowed)}",
             doc.location((*at, key)),
             pointer((*at, key)),
         )
@@ -173,7 +179,7 @@ def _explain(err: jsonschema.ValidationError, doc: Document) -> InputError:
             key = unknown[0]
             return InputError(
                 "E101",
-                f"unknown key {key!r}{_did_you_mean(key, known)}",
+                f"unknown key {key!r}{did_you_mean(key, known)}",
                 doc.location((*at, key)),
                 pointer((*at, key)),
             )
@@ -192,7 +198,7 @@ def _explain(err: jsonschema.ValidationError, doc: Document) -> InputError:
         options = (
             [str(o) for o in err.validator_value] if isinstance(err.validator_value, list) else []
         )
-        hint = _did_you_mean(str(err.instance), options)
+        hint = did_you_mean(str(err.instance), options)
         return InputError(
             "E103",
             f"{err.instance!r} is not one of {', '.join(options)}{hint}",
@@ -211,8 +217,7 @@ def validate(doc: Document, schema_name: str) -> None:
 
 def validation_errors(doc: Document, schema_name: str) -> list[InputError]:
     """Every schema violation, each with its position, in document order."""
-    validator = jsonschema.Draft202012Validator(schema(schema_name), registry=_registry())
-    found = [_explain(e, doc) for e in validator.iter_errors(doc.data)]
+    found = [_explain(e, doc) for e in validator(schema_name).iter_errors(doc.data)]
     return sorted(
         found, key=lambda e: (e.location.line, e.location.column) if e.location else (0, 0)
     )

@@ -1,0 +1,237 @@
+"""Loading a policy: a directory of YAML rule sets, each read with the
+position of every node, validated against the policy schema, and checked for
+what a schema cannot see (duplicate ids, bad regular expressions, risk levels
+in comparisons). Every problem is collected, not just the first."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from janus_policy import documents
+from janus_policy.documents import Document, JsonPath, pointer
+from janus_policy.errors import InputError, JanusError, Location
+
+DECISIONS = ("approve", "escalate", "deny")
+RISKS = ("none", "low", "medium", "high", "critical")
+POLICY_SUFFIXES = (".yaml", ".yml")
+
+
+class PolicyError(JanusError):
+    """A policy that cannot be used; `findings` lists every problem found."""
+
+    def __init__(self, findings: list[InputError]) -> None:
+        self.findings = findings
+        super().__init__("\n".join(str(f) for f in findings))
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    ruleset: str
+    location: Location
+    when: dict[str, Any]
+    when_at: JsonPath
+    decision: str | None = None
+    classify_risk: str | None = None
+    reason: str = ""
+    description: str = ""
+    limits: dict[str, Any] = field(default_factory=dict)
+    escalation: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class InlineTest:
+    name: str
+    location: Location
+    proposal: dict[str, Any]
+    expect: str
+    mode: str = "beta"
+    rules: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    name: str
+    path: str
+    default: str | None
+    rules: tuple[Rule, ...]
+    tests: tuple[InlineTest, ...]
+    document: Document
+
+
+@dataclass(frozen=True)
+class Policy:
+    rulesets: tuple[RuleSet, ...]
+    digest: str
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        return tuple(r for rs in self.rulesets for r in rs.rules)
+
+    @property
+    def default(self) -> str:
+        """The strictest default of the rule sets; escalate when none says."""
+        given = [rs.default for rs in self.rulesets if rs.default]
+        return max(given, key=DECISIONS.index) if given else "escalate"
+
+
+def policy_files(path: Path) -> list[Path]:
+    """The rule-set files of a policy: a file, or the YAML files of a dir."""
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.suffix in POLICY_SUFFIXES and p.is_file())
+    return [path]
+
+
+def digest(docs: list[Document]) -> str:
+    """sha256 over the normalized rule sets: formatting and comments do not
+    change it, content does."""
+    normal = sorted(json.dumps(d.data, sort_keys=True, separators=(",", ":")) for d in docs)
+    return "sha256:" + hashlib.sha256("\n".join(normal).encode()).hexdigest()
+
+
+def _conditions(cond: Any, at: JsonPath) -> Iterator[tuple[dict[str, Any], JsonPath]]:
+    """Every leaf condition (field or command test) with its path."""
+    if not isinstance(cond, dict):
+        return
+    for key in ("all", "any"):
+        for i, sub in enumerate(cond.get(key, [])):
+            yield from _conditions(sub, (*at, key, i))
+    if "not" in cond:
+        yield from _conditions(cond["not"], (*at, "not"))
+    if "field" in cond or "command" in cond:
+        yield cond, at
+
+
+def _semantic(doc: Document) -> list[InputError]:
+    """Checks the schema cannot express, on a schema-valid document."""
+    found: list[InputError] = []
+    for i, rule in enumerate(doc.data["rules"]):
+        for leaf, at in _conditions(rule["when"], ("rules", i, "when")):
+            if "matches" in leaf:
+                try:
+                    re.compile(leaf["matches"])
+                except re.error as e:
+                    found.append(
+                        InputError(
+                            "P102",
+                            f"invalid regular expression {leaf['matches']!r}: {e}",
+                            doc.location((*at, "matches")),
+                            pointer((*at, "matches")),
+                        )
+                    )
+            for op in ("at_least", "at_most", "equals"):
+                if leaf.get("field") == "risk" and op in leaf and leaf[op] not in RISKS:
+                    hint = documents.did_you_mean(str(leaf[op]), list(RISKS))
+                    found.append(
+                        InputError(
+                            "P103",
+                            f"{leaf[op]!r} is not a risk level ({', '.join(RISKS)}){hint}",
+                            doc.location((*at, op)),
+                            pointer((*at, op)),
+                        )
+                    )
+            for op in ("in", "not_in"):
+                bad = [
+                    v for v in leaf.get(op, []) if leaf.get("field") == "risk" and v not in RISKS
+                ]
+                if bad:
+                    found.append(
+                        InputError(
+                            "P103",
+                            f"{bad[0]!r} is not a risk level ({', '.join(RISKS)})",
+                            doc.location((*at, op)),
+                            pointer((*at, op)),
+                        )
+                    )
+    return found
+
+
+def _ruleset(doc: Document) -> RuleSet:
+    data = doc.data
+    rules = tuple(
+        Rule(
+            id=r["id"],
+            ruleset=data["ruleset"],
+            location=doc.location(("rules", i)),
+            when=r["when"],
+            when_at=("rules", i, "when"),
+            decision=r.get("decision"),
+            classify_risk=r.get("classify_risk"),
+            reason=r.get("reason", ""),
+            description=r.get("description", ""),
+            limits=r.get("limits", {}),
+            escalation=r.get("escalation"),
+        )
+        for i, r in enumerate(data["rules"])
+    )
+    tests = tuple(
+        InlineTest(
+            name=t["name"],
+            location=doc.location(("tests", i)),
+            proposal=t["proposal"],
+            expect=t["expect"],
+            mode=t.get("mode", "beta"),
+            rules=tuple(t["rules"]) if "rules" in t else None,
+        )
+        for i, t in enumerate(data.get("tests", []))
+    )
+    return RuleSet(data["ruleset"], doc.path, data.get("default"), rules, tests, doc)
+
+
+def load_policy(path: Path | str) -> Policy:
+    """Reads every rule set of a policy; raises PolicyError with every finding."""
+    root = Path(path)
+    if not root.exists():
+        raise PolicyError([InputError("E000", "no such file or directory", Location(str(root)))])
+    files = policy_files(root)
+    if not files:
+        raise PolicyError(
+            [InputError("P100", "no rule-set files (*.yaml) here", Location(str(root)))]
+        )
+    findings: list[InputError] = []
+    docs: list[Document] = []
+    for f in files:
+        try:
+            doc = documents.read(f)
+        except InputError as e:
+            findings.append(e)
+            continue
+        schema_errors = documents.validation_errors(doc, "policy")
+        findings.extend(schema_errors)
+        if not schema_errors:
+            findings.extend(_semantic(doc))
+            docs.append(doc)
+    rulesets = [_ruleset(d) for d in docs]
+    seen_rules: dict[str, Location] = {}
+    seen_sets: dict[str, str] = {}
+    for rs in rulesets:
+        if rs.name in seen_sets:
+            findings.append(
+                InputError(
+                    "P104",
+                    f"rule set {rs.name!r} is also defined in {seen_sets[rs.name]}",
+                    rs.document.location(("ruleset",)),
+                    "ruleset",
+                )
+            )
+        seen_sets.setdefault(rs.name, rs.path)
+        for rule in rs.rules:
+            if rule.id in seen_rules:
+                findings.append(
+                    InputError(
+                        "P101",
+                        f"duplicate rule id {rule.id!r} (first at {seen_rules[rule.id]})",
+                        rule.location,
+                        f"rules.{rule.id}",
+                    )
+                )
+            seen_rules.setdefault(rule.id, rule.location)
+    if findings:
+        raise PolicyError(findings)
+    return Policy(tuple(rulesets), digest(docs))
