@@ -165,7 +165,9 @@ def test_rule_ids_are_reported_verbatim(make: type[DurableBackend]) -> None:
 
 def test_atoms_spread_over_several_facts(make: type[DurableBackend]) -> None:
     names = [f"a{i}" for i in range(600)]
-    rules = [EngineRule(f"r{i}", All((Atom(n), Not(Atom(names[i - 1]))))) for i, n in enumerate(names)]
+    rules = [
+        EngineRule(f"r{i}", All((Atom(n), Not(Atom(names[i - 1]))))) for i, n in enumerate(names)
+    ]
     rules.append(EngineRule("first-and-last", All((Atom(names[0]), Atom(names[-1])))))
     b = make(rules)
     assert len(b._rulesets) > 1

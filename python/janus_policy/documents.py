@@ -24,6 +24,11 @@ from janus_policy.errors import InputError, Location
 
 JsonPath = tuple[str | int, ...]
 
+#: Inputs are configuration, not data: bounded so a hostile file cannot hang
+#: or exhaust the loader.
+MAX_BYTES = 10 * 1024 * 1024
+MAX_DEPTH = 64
+
 
 @dataclass
 class Document:
@@ -54,6 +59,10 @@ _SCALARS = yaml.constructor.SafeConstructor()
 
 def _construct(node: yaml.Node, at: JsonPath, doc: Document) -> Any:
     doc.positions[at] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if len(at) > MAX_DEPTH:
+        raise InputError(
+            "E005", f"nested deeper than {MAX_DEPTH} levels", _mark(doc.path, node), pointer(at)
+        )
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
@@ -89,8 +98,12 @@ def _mark(path: str, node: yaml.Node) -> Location:
 def parse(text: str, path: str) -> Document:
     """Parses one YAML (or JSON) document, keeping positions."""
     doc = Document(path=path, data=None)
+    if len(text) > MAX_BYTES:
+        raise InputError("E006", f"larger than {MAX_BYTES // (1024 * 1024)} MiB", Location(path))
     try:
         nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+    except RecursionError:
+        raise InputError("E005", f"nested deeper than {MAX_DEPTH} levels", Location(path)) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         loc = Location(path, mark.line + 1, mark.column + 1) if mark else Location(path)
@@ -113,6 +126,8 @@ def read(path: Path | str) -> Document:
     """Reads a file; unreadable input is an InputError with code E000."""
     p = Path(path)
     try:
+        if p.stat().st_size > MAX_BYTES:
+            raise InputError("E006", f"larger than {MAX_BYTES // (1024 * 1024)} MiB", Location(str(p)))
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
