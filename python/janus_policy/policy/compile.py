@@ -155,26 +155,43 @@ def command_predicate(spec: Mapping[str, Any]) -> Predicate:
 @dataclass(frozen=True)
 class CompiledPolicy:
     policy: Policy
+    #: Atoms evaluated one by one.
     atoms: dict[str, Predicate]
+    #: `field equals value` atoms, indexed: field → (type, value) → atom names.
+    #: One lookup settles all of a field's equality tests, however many rules
+    #: test it (a policy of 500 `tool equals …` rules costs one dict lookup).
+    equalities: dict[str, dict[tuple[str, Any], list[str]]]
     rules: tuple[EngineRule, ...]
     by_id: dict[str, Rule]
 
     def atom_values(self, fact: Fact) -> dict[str, bool]:
-        return {name: bool(pred(fact)) for name, pred in self.atoms.items()}
+        values = {name: bool(pred(fact)) for name, pred in self.atoms.items()}
+        for name, index in self.equalities.items():
+            for names in index.values():
+                values.update(dict.fromkeys(names, False))
+            v = lookup(fact, name)
+            if v is not _ABSENT and isinstance(v, str | int | float | bool):
+                values.update(dict.fromkeys(index.get((type(v).__name__, v), ()), True))
+        return values
 
 
 def compile_policy(policy: Policy) -> CompiledPolicy:
     atoms: dict[str, Predicate] = {}
+    equalities: dict[str, dict[tuple[str, Any], list[str]]] = {}
     keys: dict[str, str] = {}
 
     def atom(leaf: Mapping[str, Any]) -> Atom:
         key = json.dumps(leaf, sort_keys=True)
         if key not in keys:
-            keys[key] = f"a{len(keys)}"
-            pred = (
-                command_predicate(leaf["command"]) if "command" in leaf else field_predicate(leaf)
-            )
-            atoms[keys[key]] = pred
+            name = keys[key] = f"a{len(keys)}"
+            if "command" in leaf:
+                atoms[name] = command_predicate(leaf["command"])
+            elif "equals" in leaf:
+                v = leaf["equals"]
+                index = equalities.setdefault(leaf["field"], {})
+                index.setdefault((type(v).__name__, v), []).append(name)
+            else:
+                atoms[name] = field_predicate(leaf)
         return Atom(keys[key])
 
     def expr(cond: Mapping[str, Any]) -> Expr:
@@ -187,4 +204,4 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
         return atom(cond)
 
     rules = tuple(EngineRule(r.id, expr(r.when)) for r in policy.rules)
-    return CompiledPolicy(policy, atoms, rules, {r.id: r for r in policy.rules})
+    return CompiledPolicy(policy, atoms, equalities, rules, {r.id: r for r in policy.rules})

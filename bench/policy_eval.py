@@ -1,0 +1,143 @@
+"""Policy evaluation, per decision, in one run.
+
+  default    `PolicyEngine.evaluate` on the bundled policies (policies/), on a mix
+             of proposals (approved, escalated, denied, opaque)
+  synth-500  `evaluate` on a synthetic policy of 500 rules (`tool` equals tN),
+             proposals hitting rule 0..499 round-robin
+  floor-500  the raw durable_rules floor for the same 500 conditions: a
+             hand-written ruleset (`m.tool == "tN"`), assert + retract of the
+             same facts, nothing else
+
+Reported: decisions per second, p50 and p99 latency, and the ratio of
+synth-500 to floor-500 (our overhead over the raw engine; target ≤ 1.5) and
+the p50 on the default policies (target ≤ 100 µs).
+
+    python bench/policy_eval.py [--iterations N] [--format text|json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import itertools
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from durable import lang
+from janus_policy.policy.evaluate import PolicyEngine
+from janus_policy.policy.load import load_policy
+
+ROOT = Path(__file__).resolve().parent.parent
+N_RULES = 500
+
+DEFAULT_MIX: list[dict[str, Any]] = [
+    {"tool": "shell", "action_type": "analysis", "risk": "low", "command": "ls -la src"},
+    {"tool": "shell", "action_type": "analysis", "risk": "low", "command": "git log -n 5"},
+    {"tool": "shell", "action_type": "analysis", "risk": "low", "command": "rm -rf /"},
+    {"tool": "file_chunker", "action_type": "process_chunk", "risk": "low"},
+    {"tool": "shell", "action_type": "analysis", "risk": "low", "command": "cat $(ls)"},
+]
+
+
+def synthetic_policy(dir_: Path) -> Path:
+    rules = [
+        {"id": f"r{i}", "when": {"field": "tool", "equals": f"t{i}"}, "decision": "escalate"}
+        for i in range(N_RULES)
+    ]
+    (dir_ / "synth.yaml").write_text(yaml.safe_dump({"ruleset": "synth", "rules": rules}))
+    return dir_
+
+
+def floor() -> Callable[[int], None]:
+    """The same 500 conditions, written directly against durable_rules."""
+    name = f"floor{time.monotonic_ns()}"
+    hits: list[int] = []
+    with lang.ruleset(name):
+        for i in range(N_RULES):
+
+            def action(_c: Any, i: int = i) -> None:
+                hits.append(i)
+
+            lang.when_all(lang.m.tool == f"t{i}")(action)
+    keys = itertools.count()
+
+    def run(i: int) -> None:
+        fact = {"k": next(keys), "tool": f"t{i % N_RULES}"}
+        lang.assert_fact(name, fact)
+        lang.retract_fact(name, fact)
+
+    return run
+
+
+def measure(fn: Callable[[int], None], n: int) -> list[float]:
+    for i in range(min(200, n)):
+        fn(i)
+    gc.collect()
+    gc.disable()
+    try:
+        out = []
+        for i in range(n):
+            t = time.perf_counter_ns()
+            fn(i)
+            out.append((time.perf_counter_ns() - t) / 1000)
+        return out
+    finally:
+        gc.enable()
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    q = statistics.quantiles(samples, n=100)
+    return {
+        "per_s": 1e6 / statistics.fmean(samples),
+        "p50_us": statistics.median(samples),
+        "p99_us": q[98],
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--iterations", type=int, default=5000)
+    ap.add_argument("--format", choices=("text", "json"), default="text")
+    args = ap.parse_args()
+
+    default = PolicyEngine(load_policy(ROOT / "policies"))
+    with tempfile.TemporaryDirectory() as d:
+        synth = PolicyEngine(load_policy(synthetic_policy(Path(d))))
+    base = {"action_type": "analysis", "risk": "low"}
+    variants: dict[str, Callable[[int], None]] = {
+        "default": lambda i: None if default.evaluate(DEFAULT_MIX[i % len(DEFAULT_MIX)]) else None,
+        "synth-500": lambda i: (
+            None if synth.evaluate({**base, "tool": f"t{i % N_RULES}"}) else None
+        ),
+        "floor-500": floor(),
+    }
+    results = {k: summary(measure(fn, args.iterations)) for k, fn in variants.items()}
+    ratio = results["synth-500"]["p50_us"] / results["floor-500"]["p50_us"]
+    report = {
+        "iterations": args.iterations,
+        "results": results,
+        "overhead_vs_floor_p50": ratio,
+        "targets": {"default_p50_us": 100, "overhead_vs_floor": 1.5},
+    }
+    if args.format == "json":
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"policy_eval: {args.iterations} evaluations per variant, one run")
+    print(f"{'variant':<12}{'per s':>12}{'p50 µs':>10}{'p99 µs':>10}")
+    for k, r in results.items():
+        print(f"{k:<12}{r['per_s']:>12.0f}{r['p50_us']:>10.1f}{r['p99_us']:>10.1f}")
+    p50 = results["default"]["p50_us"]
+    print(f"\ndefault p50 = {p50:.1f} µs   target <= 100 µs   {'PASS' if p50 <= 100 else 'MISS'}")
+    verdict = "PASS" if ratio <= 1.5 else "MISS"
+    print(f"synth-500 / floor-500 (p50) = {ratio:.2f}   target <= 1.5   {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
