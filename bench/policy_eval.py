@@ -110,11 +110,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as d:
         synth = PolicyEngine(load_policy(synthetic_policy(Path(d))))
     base = {"action_type": "analysis", "risk": "low"}
+
+    def on_default(i: int) -> None:
+        default.evaluate(DEFAULT_MIX[i % len(DEFAULT_MIX)])
+
+    def on_synth(i: int) -> None:
+        synth.evaluate({**base, "tool": f"t{i % N_RULES}"})
+
     variants: dict[str, Callable[[int], None]] = {
-        "default": lambda i: None if default.evaluate(DEFAULT_MIX[i % len(DEFAULT_MIX)]) else None,
-        "synth-500": lambda i: (
-            None if synth.evaluate({**base, "tool": f"t{i % N_RULES}"}) else None
-        ),
+        "default": on_default,
+        "synth-500": on_synth,
         "floor-500": floor(),
     }
     results = {k: summary(measure(fn, args.iterations)) for k, fn in variants.items()}

@@ -127,7 +127,9 @@ def read(path: Path | str) -> Document:
     p = Path(path)
     try:
         if p.stat().st_size > MAX_BYTES:
-            raise InputError("E006", f"larger than {MAX_BYTES // (1024 * 1024)} MiB", Location(str(p)))
+            raise InputError(
+                "E006", f"larger than {MAX_BYTES // (1024 * 1024)} MiB", Location(str(p))
+            )
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
