@@ -7,24 +7,28 @@ not Python `re`, is therefore never used.
 
 This module drives the engine's C extension (`durable_rules_engine`) directly rather than through
 `durable.lang`, whose process-wide host polls every ruleset from two timer threads that no lock of
-ours covers, keeps every ruleset it ever registered, and catches exceptions raised in actions.
-Here an evaluation is: assert one fact carrying the truth values, collect the engine's actions
-(an action only records which rule fired, for this fact's key), retract the fact. Each evaluation
-gets a key of its own because the engine rejects a fact identical to one still asserted.
+ours covers, never frees a ruleset, and catches the exceptions raised in actions. An evaluation
+checks that every atom has a bool value, asserts one fact carrying the true atoms (a false one is
+absent: the engine then only reads what is true), collects the engine's actions (an action only
+records which rule fired, once checked to be on this very fact), and retracts the fact. Each
+evaluation has a key of its own: the engine rejects a fact identical to one still asserted. Any
+failure raises BackendError: never a partial or empty answer.
 
-Engine limits shape the compilation (the values are those of durable-rules 2.0; the tests check
-that they still hold):
+The engine fails on inputs past fixed limits, and after some failures its state is corrupt
+(freeing it can abort the process), so conditions are compiled to stay within them:
 
-- a rule's condition holds at most 15 `$and`/`$or` operators (`_MAX_OPERATORS`): conditions are
-  put in negation normal form (a negated atom is a comparison with `false`), a top-level `AnyOf`
-  becomes one engine rule per alternative, and an `All` still too deep has one of its `AnyOf`
-  distributed over it until every part fits;
-- a fact holds at most 250 atoms (`_MAX_ATOMS_PER_FACT`): rules are spread over as many engine
-  rulesets as needed, each asserted its own fact with only the atoms its rules use.
+- each condition becomes a disjunction of conjunctions of literals (an atom, or its negation:
+  the atom's absence); each conjunction is one engine rule, a chain of alpha nodes, and
+  rules sharing a prefix share nodes, as in a trie. A condition whose expansion is too large
+  (`_MAX_CONJUNCTIONS`) is refused;
+- rules are packed into as many engine rulesets as needed, each asserted its own fact, so that
+  a fact holds at most 250 atoms, an alpha node ends at most 255 rules, and the engine's
+  depth-first walk of the network never needs more than its 64 stack slots (`_Network`). A
+  ruleset whose every rule needs some atom true is not asserted a fact with none.
 
 The engine looks fact fields up by a 32-bit hash of their names and keeps its own `id` and `sid`
-there, so atoms never appear under the caller's names: atom i of a ruleset is `j.p<i>`, a set of
-names checked (by the tests) to collide neither with each other nor with the engine's fields.
+there, so atoms never appear under the caller's names: atom i of a ruleset is the field `j.p<i>`,
+names that (the tests check) collide neither with each other nor with the engine's fields.
 """
 
 from __future__ import annotations
@@ -32,8 +36,10 @@ from __future__ import annotations
 import itertools
 import json
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TypeAlias
 
 import durable_rules_engine as engine
@@ -80,19 +86,26 @@ class BackendError(JanusError):
     """The engine could not build or evaluate a rule set; the caller must fail closed."""
 
 
-# A fact's fields share a table of 255 slots (MAX_OBJECT_PROPERTIES) and the engine refuses the
-# 255th; nested objects are flattened into it. "k", "j" and the engine's "sid" and "id" leave 250.
+# The engine's limits (durable-rules 2.0; tests/test_policy_backend.py checks they still hold).
+# A fact's fields share 255 slots and the engine refuses the 255th; nested objects are flattened
+# into them. "k", "j" and the engine's own "sid" and "id" leave 250 for atoms.
 _MAX_ATOMS_PER_FACT = 250
-# Each `$and` / `$or` takes two of the 32 slots of a rule's expression sequence, and the engine
-# refuses to fill the last one.
-_MAX_OPERATORS = 15
-# Distributing `AnyOf`s is exponential at worst: past this many engine rules for one rule, refuse.
-_MAX_PARTS = 256
+# The alpha network is walked depth first with a stack of 64 (MAX_STACK_SIZE); an assert that
+# overflows it fails half done.
+_MAX_WALK = 64
+# An alpha node lists its rules in 256 slots, the last of which must stay empty: one more and
+# the engine reads past the list (a crash).
+_MAX_RULES_PER_NODE = 255
+# Rules per ruleset (MAX_ACTIONS).
+_MAX_RULES = 4096
+# Conjunctions a conjunction of disjunctions may expand to: exponential at worst.
+_MAX_CONJUNCTIONS = 1024
 # assert_fact / retract_fact result codes: RULES_OK, ERR_EVENT_NOT_HANDLED (no rule matched).
 _OK, _NOT_HANDLED = 0, 1
 
-_TRUE = All(())
-_FALSE = AnyOf(())
+# (atom, value it must have); atom None stands for "every fact", tested as `k` existing.
+_Literal: TypeAlias = tuple[str | None, bool]
+_EVERY_FACT: _Literal = (None, True)
 
 # The extension keeps every ruleset in one process-wide table, is not thread-safe and does not
 # release the GIL: every call into it goes through this lock.
@@ -101,91 +114,143 @@ _ruleset_numbers = itertools.count()
 
 
 def _property(index: int) -> str:
-    """The fact field holding atom `index` of a ruleset."""
+    """The field of a ruleset's facts, under `j`, holding its atom `index`."""
     return f"p{index}"
 
 
-def _nnf(expr: Expr, negate: bool = False) -> Expr:
-    """`expr` (negated if `negate`) with every `Not` pushed down onto an atom, nested operators of
-    one kind merged, duplicates and constants folded away."""
+def _new_ruleset(definition: str) -> int:
+    """A new engine ruleset; the caller holds _ENGINE_LOCK."""
+    # A fresh name each time: engine hosts accept a ruleset name once.
+    return int(engine.create_ruleset(f"janus{next(_ruleset_numbers)}", definition))
+
+
+def _conjunctions(expr: Expr, negate: bool = False) -> list[frozenset[_Literal]]:
+    """Conjunctions whose disjunction is `expr` (negated if `negate`), contradictions dropped."""
     match expr:
-        case Atom():
-            return Not(expr) if negate else expr
+        case Atom(name):
+            return [frozenset({(name, not negate)})]
         case Not(item):
-            return _nnf(item, not negate)
+            return _conjunctions(item, not negate)
         case All(items) | AnyOf(items):
-            conjunction = isinstance(expr, All) != negate
-            return _join(conjunction, [_nnf(item, negate) for item in items])
+            alternatives = [_conjunctions(item, negate) for item in items]
+            if isinstance(expr, AnyOf) != negate:
+                return list(dict.fromkeys(c for alternative in alternatives for c in alternative))
+            result: list[frozenset[_Literal]] = [frozenset()]
+            for alternative in alternatives:
+                products = (a | b for a in result for b in alternative)
+                result = list(
+                    dict.fromkeys(c for c in products if len({n for n, _ in c}) == len(c))
+                )
+                if len(result) > _MAX_CONJUNCTIONS:
+                    raise BackendError("condition too complex for the engine")
+            return result
     raise BackendError(f"not a condition: {expr!r}")
 
 
-def _join(conjunction: bool, parts: Sequence[Expr]) -> Expr:
-    kind, absorbing = (All, _FALSE) if conjunction else (AnyOf, _TRUE)
-    items: dict[Expr, None] = {}
-    for part in parts:
-        if part == absorbing:
-            return absorbing
-        items.update(dict.fromkeys(part.items) if isinstance(part, kind) else {part: None})
-    return next(iter(items)) if len(items) == 1 else kind(tuple(items))
+@dataclass
+class _Node:
+    """An alpha node as the engine builds it: one per distinct chain prefix."""
+
+    children: dict[_Literal, _Node] = field(default_factory=dict)
+    rules: int = 0  # rules whose chain ends here
+    walk: int = 0  # stack slots the engine's walk needs below this node
 
 
-def _operators(expr: Expr) -> int:
-    if isinstance(expr, All | AnyOf):
-        return 1 + sum(_operators(item) for item in expr.items)
-    return 0
+@dataclass
+class _Network:
+    """The alpha network of one ruleset, modelled to keep the engine within its limits.
+
+    The engine walks it depth first: it pops a node, then pushes every child the fact matches,
+    at most one per atom (a child tests that the atom is there, or that it is not). With F the
+    atoms a node's children test, the slots it needs below itself are at most
+    F - 1 + max(1, the most any child needs).
+    """
+
+    root: _Node = field(default_factory=_Node)
+    atoms: dict[str, None] = field(default_factory=dict)  # in order: atom i is field p<i>
+    rules: list[tuple[int, tuple[_Literal, ...]]] = field(default_factory=list)
+
+    def add(self, index: int, chain: tuple[_Literal, ...]) -> bool:
+        """Add an engine rule for EngineRule `index`, testing `chain` in order, if it fits."""
+        atoms = dict.fromkeys(n for n, _ in chain if n is not None)
+        if len(self.rules) == _MAX_RULES or len(self.atoms | atoms) > _MAX_ATOMS_PER_FACT:
+            return False
+        path = [self.root]
+        for literal in chain:
+            path.append(path[-1].children.get(literal) or _Node())
+        if path[-1].rules == _MAX_RULES_PER_NODE:
+            return False
+        walks = [path[-1].walk]
+        for node, literal in zip(reversed(path[:-1]), reversed(chain), strict=True):
+            tested = {n for n, _ in node.children} | {literal[0]}
+            others = (c.walk for lit, c in node.children.items() if lit != literal)
+            walks.append(len(tested) - 1 + max(1, walks[-1], *others))
+        if walks[-1] > _MAX_WALK:
+            return False
+        for node, literal, child in zip(path[:-1], chain, path[1:], strict=True):
+            node.children[literal] = child
+        for node, walk in zip(reversed(path), walks, strict=True):
+            node.walk = walk
+        path[-1].rules += 1
+        self.atoms |= atoms
+        self.rules.append((index, chain))
+        return True
+
+    def field(self, atom: str) -> str:
+        """The member of a fact's `j` that says `atom` is true."""
+        return f'"{_property(list(self.atoms).index(atom))}":true'
+
+    def primer(self) -> str:
+        """The `j` of a fact that fires the first rule."""
+        return "{" + ",".join(self.field(a) for a, v in self.rules[0][1] if a and v) + "}"
+
+    def definition(self) -> str:
+        """The ruleset in the engine's JSON form. Engine rule i is named r<i>: a rule id could
+        carry the engine's own syntax."""
+        fields = {atom: f"j.{_property(i)}" for i, atom in enumerate(self.atoms)}
+        rules = {}
+        for i, (_, chain) in enumerate(self.rules):
+            tests = [
+                {"$ex": {"k": 1}}
+                if a is None
+                else {fields[a]: True}
+                if v
+                else {"$nex": {fields[a]: 1}}
+                for a, v in chain
+            ]
+            condition = tests[0] if len(tests) == 1 else {"$and": tests}
+            rules[f"r{i}"] = {"all": [{"m": condition}]}
+        return json.dumps(rules)
 
 
-def _parts(expr: Expr) -> Iterator[Expr]:
-    """Conditions, each within the engine's operator limit, of which `expr` (in negation normal
-    form) is the disjunction."""
-    if isinstance(expr, AnyOf):
-        for item in expr.items:
-            yield from _parts(item)
-    elif _operators(expr) <= _MAX_OPERATORS:
-        yield expr
-    else:
-        # Too deep, so an All with an AnyOf among its items: All(a, AnyOf(b, c)) is
-        # AnyOf(All(a, b), All(a, c)), each part one operator smaller.
-        assert isinstance(expr, All)
-        i, alternatives = next((i, x) for i, x in enumerate(expr.items) if isinstance(x, AnyOf))
-        rest = expr.items[:i] + expr.items[i + 1 :]
-        for alternative in alternatives.items:
-            yield from _parts(_join(True, [*rest, alternative]))
-
-
-def _atoms(expr: Expr) -> Iterator[str]:
-    match expr:
-        case Atom(name) | Not(Atom(name)):
-            yield name
-        case All(items) | AnyOf(items):
-            for item in items:
-                yield from _atoms(item)
-
-
-def _to_engine(expr: Expr, fields: Mapping[str, str]) -> dict[str, object]:
-    """The engine's JSON condition for `expr`, in negation normal form."""
-    match expr:
-        case Atom(name):
-            return {fields[name]: True}
-        case Not(Atom(name)):
-            return {fields[name]: False}
-        case All(()):
-            return {"$ex": {"k": 1}}  # every fact has its key
-        case All(items):
-            return {"$and": [_to_engine(item, fields) for item in items]}
-        case AnyOf(items):
-            return {"$or": [_to_engine(item, fields) for item in items]}
-    raise AssertionError(expr)
+def _networks(rules: Sequence[EngineRule]) -> list[_Network]:
+    conjunctions = [_conjunctions(rule.condition) for rule in rules]
+    # Literals shared by many rules go first in each chain: shared prefixes keep the walk narrow.
+    frequency = Counter(lit for alternatives in conjunctions for c in alternatives for lit in c)
+    networks: list[_Network] = []
+    for index, alternatives in enumerate(conjunctions):
+        for conjunction in alternatives:
+            ordered = sorted(conjunction, key=lambda lit: (-frequency[lit], str(lit[0]), lit[1]))
+            chain = tuple(ordered) if ordered else (_EVERY_FACT,)
+            if not any(network.add(index, chain) for network in networks):
+                networks.append(_Network())
+                if not networks[-1].add(index, chain):
+                    raise BackendError(
+                        f"rule {rules[index].rule_id!r} needs more than the "
+                        f"{_MAX_ATOMS_PER_FACT} atoms a fact holds"
+                    )
+    return networks
 
 
 @dataclass
 class _Ruleset:
-    """One engine ruleset and the atoms its facts carry."""
+    """One engine ruleset."""
 
-    handle: int
-    atoms: tuple[str, ...]  # atom i is the fact's field j.p<i>
+    definition: str
     rule_index: dict[str, int]  # engine rule name -> position of its EngineRule
-    has_session: bool = False  # the engine holds state for it (created by the first assert)
+    primer: str
+    needs_a_true_atom: bool  # so a fact with none can fire no rule
+    handle: int = 0  # 0: none (freed, or abandoned after a failure)
 
 
 class DurableBackend:
@@ -194,135 +259,121 @@ class DurableBackend:
     def __init__(self, rules: Sequence[EngineRule]) -> None:
         self._rule_ids = [rule.rule_id for rule in rules]
         self._keys = itertools.count()
-        self._rulesets: list[_Ruleset] = []
         self._unusable: str | None = None
+        self._rulesets: list[_Ruleset] = []
+        # atom -> (ruleset, the member of its facts' `j` saying the atom is true)
+        self._fields: dict[str, list[tuple[int, str]]] = {}
+        for network in _networks(rules):
+            ruleset = _Ruleset(
+                network.definition(),
+                {f"r{i}": index for i, (index, _) in enumerate(network.rules)},
+                network.primer(),
+                all(any(a and v for a, v in chain) for _, chain in network.rules),
+            )
+            try:
+                with _ENGINE_LOCK:
+                    self._open(ruleset)
+            except Exception as exc:
+                self.close()
+                raise BackendError(f"the rules engine refused the rules: {exc!r}") from exc
+            for atom in network.atoms:
+                self._fields.setdefault(atom, []).append((len(self._rulesets), network.field(atom)))
+            self._rulesets.append(ruleset)
+
+    def _open(self, ruleset: _Ruleset) -> None:
+        """Create the engine ruleset and evaluate a fact that fires a rule. The engine leaves a
+        session's action context uninitialised until an action has run, and deleting the
+        session before that frees garbage (a crash)."""
+        ruleset.handle = _new_ruleset(ruleset.definition)
+        hits: set[int] = set()
         try:
-            for chunk in self._chunks(rules):
-                self._rulesets.append(self._create(chunk))
-        except Exception as exc:
-            self.close()
-            if isinstance(exc, BackendError):
-                raise
-            raise BackendError(f"the rules engine refused the rules: {exc}") from exc
-
-    @staticmethod
-    def _chunks(rules: Sequence[EngineRule]) -> Iterator[list[tuple[int, list[Expr]]]]:
-        """(position, engine conditions) of each rule, grouped so that no fact needs more atoms
-        than the engine holds. A rule that can never hold has no condition and is left out."""
-        chunk: list[tuple[int, list[Expr]]] = []
-        chunk_atoms: set[str] = set()
-        for index, rule in enumerate(rules):
-            parts = list(itertools.islice(_parts(_nnf(rule.condition)), _MAX_PARTS + 1))
-            if len(parts) > _MAX_PARTS:
-                raise BackendError(f"rule {rule.rule_id!r}: condition too complex for the engine")
-            atoms = {name for part in parts for name in _atoms(part)}
-            if len(atoms) > _MAX_ATOMS_PER_FACT:
-                raise BackendError(
-                    f"rule {rule.rule_id!r} uses {len(atoms)} atoms; one fact holds "
-                    f"{_MAX_ATOMS_PER_FACT}"
-                )
-            if not parts:
-                continue
-            if len(chunk_atoms | atoms) > _MAX_ATOMS_PER_FACT:
-                yield chunk
-                chunk, chunk_atoms = [], set()
-            chunk.append((index, parts))
-            chunk_atoms |= atoms
-        if chunk:
-            yield chunk
-
-    @staticmethod
-    def _create(chunk: list[tuple[int, list[Expr]]]) -> _Ruleset:
-        atoms = tuple(
-            dict.fromkeys(name for _, parts in chunk for p in parts for name in _atoms(p))
-        )
-        fields = {name: f"j.{_property(i)}" for i, name in enumerate(atoms)}
-        definition: dict[str, object] = {}
-        rule_index: dict[str, int] = {}
-        for index, parts in chunk:
-            for n, part in enumerate(parts):
-                # Engine rule names are ours: a rule id could carry the engine's own syntax.
-                name = f"r{index}_{n}"
-                definition[name] = {"all": [{"m": _to_engine(part, fields)}]}
-                rule_index[name] = index
-        with _ENGINE_LOCK:
-            # A fresh name for every ruleset: the engine's hosts accept a name once.
-            name = f"janus{next(_ruleset_numbers)}"
-            handle = engine.create_ruleset(name, json.dumps(definition))
-        return _Ruleset(handle, atoms, rule_index)
+            self._evaluate(ruleset, f'{{"k":-1,"j":{ruleset.primer}}}', hits)
+            if not hits:
+                raise BackendError("the engine did not fire the rule a fact was made for")
+        except BaseException:
+            engine.delete_ruleset(ruleset.handle)  # not its session: see _replace
+            raise
 
     def matching(self, atoms: Mapping[str, bool]) -> list[str]:
         """The ids of the rules whose condition holds for these atom values, in rule order.
 
-        Every atom the rules use must have a bool value (others are ignored). Raises
+        Every atom the rules use must have a value, and every value must be a bool. Raises
         BackendError, never a partial or empty answer, on a bad value or any engine failure.
         """
-        values = [(ruleset, self._values(ruleset, atoms)) for ruleset in self._rulesets]
+        true = self._true_fields(atoms)
         hits: set[int] = set()
         with _ENGINE_LOCK:
             if self._unusable:
                 raise BackendError(self._unusable)
             key = next(self._keys)
-            for ruleset, fields in values:
+            for ruleset, fields in zip(self._rulesets, true, strict=True):
+                if ruleset.needs_a_true_atom and not fields:
+                    continue
                 try:
-                    self._evaluate(ruleset, f'{{"k":{key},"j":{fields}}}', key, hits)
+                    self._evaluate(ruleset, f'{{"k":{key},"j":{{{",".join(fields)}}}}}', hits)
                 except BaseException as exc:
-                    self._discard_session(ruleset)
+                    self._replace(ruleset)
                     if isinstance(exc, Exception):
                         raise BackendError(f"rules engine failure: {exc!r}") from exc
                     raise
         return [self._rule_ids[index] for index in sorted(hits)]
 
-    @staticmethod
-    def _values(ruleset: _Ruleset, atoms: Mapping[str, bool]) -> str:
-        fields = {}
-        for i, name in enumerate(ruleset.atoms):
-            value = atoms.get(name)
-            if not isinstance(value, bool):
+    def _true_fields(self, atoms: Mapping[str, bool]) -> list[list[str]]:
+        """For each ruleset, the members of its fact's `j`: one per true atom."""
+        missing = self._fields.keys() - atoms.keys()
+        if missing:
+            raise BackendError(f"atoms without a value: {sorted(missing)!r}")
+        true: list[list[str]] = [[] for _ in self._rulesets]
+        for name, value in atoms.items():
+            if value is True:
+                for index, field_ in self._fields.get(name, ()):
+                    true[index].append(field_)
+            elif value is not False:
                 raise BackendError(f"atom {name!r}: expected a bool, got {value!r}")
-            fields[_property(i)] = value
-        return json.dumps(fields)
+        return true
 
     @staticmethod
-    def _evaluate(ruleset: _Ruleset, fact: str, key: int, hits: set[int]) -> None:
-        ruleset.has_session = True
+    def _evaluate(ruleset: _Ruleset, fact: str, hits: set[int]) -> None:
         code, state = engine.assert_fact(ruleset.handle, fact)
         if code not in (_OK, _NOT_HANDLED):
             raise BackendError(f"the engine did not take the fact (code {code})")
         started = engine.start_action_for_state(ruleset.handle, state)
         messages = None if started is None else started[1]
         while messages is not None:
-            # {"<rule>": {"m": <fact>}}: record the hit, after checking it is this fact's.
-            [(name, frame)] = json.loads(messages).items()
-            if frame["m"]["k"] != key:
-                raise BackendError(f"the engine acted on another fact: {messages[:200]}")
+            # The engine's action is {"<rule>":{"m":<the fact as asserted>}}: record the hit once
+            # sure it is on this very fact (cheaper than parsing it).
+            name, _, frame = messages[2:].partition('":{"m":')
+            if not messages.startswith('{"') or frame != fact + "}}":
+                raise BackendError(f"unexpected action from the engine: {messages[:200]}")
             hits.add(ruleset.rule_index[name])
             messages = engine.complete_and_start_action(ruleset.handle, state)
         code, _ = engine.retract_fact(ruleset.handle, fact)
         if code != _OK:
             raise BackendError(f"the engine did not retract the fact (code {code})")
 
-    def _discard_session(self, ruleset: _Ruleset) -> None:
-        """Drop what a failed evaluation left (fact, pending actions, an action lease that would
-        hide later hits): the ruleset is as new. If even that fails, refuse all evaluations."""
+    def _replace(self, ruleset: _Ruleset) -> None:
+        """Swap a ruleset a failure left in an unknown state (a stale fact, pending actions, an
+        action lease hiding later hits) for a new one. Its session is not freed: after an engine
+        error, freeing it can abort the process. If the swap fails, refuse every evaluation."""
         try:
-            engine.delete_state(ruleset.handle, None)
-            ruleset.has_session = False
+            engine.delete_ruleset(ruleset.handle)
+            self._open(ruleset)
         except Exception as exc:
-            self._unusable = f"rules engine in an unknown state after a failure: {exc!r}"
+            ruleset.handle = 0
+            self._unusable = f"rules engine unusable after a failure: {exc!r}"
 
     def close(self) -> None:
-        """Free the engine's rulesets and their state. Later calls to `matching` raise."""
+        """Free the engine's rulesets and their sessions. Later calls to `matching` raise."""
         failures: list[Exception] = []
         with _ENGINE_LOCK:
             self._unusable = "the backend is closed"
-            rulesets, self._rulesets = self._rulesets, []
-            for ruleset in rulesets:
+            for ruleset in self._rulesets:
                 try:
-                    # Deleting a ruleset leaves its state allocated: delete that first.
-                    if ruleset.has_session:
+                    if ruleset.handle:
+                        # Deleting a ruleset leaves its session allocated: delete that first.
                         engine.delete_state(ruleset.handle, None)
-                    engine.delete_ruleset(ruleset.handle)
+                        engine.delete_ruleset(ruleset.handle)
+                        ruleset.handle = 0
                 except Exception as exc:
                     failures.append(exc)
         if failures:
