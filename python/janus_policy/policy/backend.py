@@ -39,7 +39,6 @@ import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import TypeAlias
 
 import durable_rules_engine as engine
@@ -167,13 +166,13 @@ class _Network:
     """
 
     root: _Node = field(default_factory=_Node)
-    atoms: dict[str, None] = field(default_factory=dict)  # in order: atom i is field p<i>
+    atoms: dict[str, int] = field(default_factory=dict)  # atom -> i: its field is p<i>
     rules: list[tuple[int, tuple[_Literal, ...]]] = field(default_factory=list)
 
     def add(self, index: int, chain: tuple[_Literal, ...]) -> bool:
         """Add an engine rule for EngineRule `index`, testing `chain` in order, if it fits."""
-        atoms = dict.fromkeys(n for n, _ in chain if n is not None)
-        if len(self.rules) == _MAX_RULES or len(self.atoms | atoms) > _MAX_ATOMS_PER_FACT:
+        new = {n for n, _ in chain if n is not None and n not in self.atoms}
+        if len(self.rules) == _MAX_RULES or len(self.atoms) + len(new) > _MAX_ATOMS_PER_FACT:
             return False
         path = [self.root]
         for literal in chain:
@@ -192,22 +191,25 @@ class _Network:
         for node, walk in zip(reversed(path), walks, strict=True):
             node.walk = walk
         path[-1].rules += 1
-        self.atoms |= atoms
+        for n, _ in chain:
+            if n is not None:
+                self.atoms.setdefault(n, len(self.atoms))
         self.rules.append((index, chain))
         return True
 
-    def field(self, atom: str) -> str:
+    def member(self, atom: str) -> str:
         """The member of a fact's `j` that says `atom` is true."""
-        return f'"{_property(list(self.atoms).index(atom))}":true'
+        return f'"{_property(self.atoms[atom])}":true'
 
     def primer(self) -> str:
         """The `j` of a fact that fires the first rule."""
-        return "{" + ",".join(self.field(a) for a, v in self.rules[0][1] if a and v) + "}"
+        chain = self.rules[0][1]
+        return "{" + ",".join(self.member(a) for a, v in chain if a is not None and v) + "}"
 
     def definition(self) -> str:
         """The ruleset in the engine's JSON form. Engine rule i is named r<i>: a rule id could
         carry the engine's own syntax."""
-        fields = {atom: f"j.{_property(i)}" for i, atom in enumerate(self.atoms)}
+        fields = {atom: f"j.{_property(i)}" for atom, i in self.atoms.items()}
         rules = {}
         for i, (_, chain) in enumerate(self.rules):
             tests = [
@@ -268,7 +270,7 @@ class DurableBackend:
                 network.definition(),
                 {f"r{i}": index for i, (index, _) in enumerate(network.rules)},
                 network.primer(),
-                all(any(a and v for a, v in chain) for _, chain in network.rules),
+                all(any(a is not None and v for a, v in chain) for _, chain in network.rules),
             )
             try:
                 with _ENGINE_LOCK:
@@ -277,7 +279,9 @@ class DurableBackend:
                 self.close()
                 raise BackendError(f"the rules engine refused the rules: {exc!r}") from exc
             for atom in network.atoms:
-                self._fields.setdefault(atom, []).append((len(self._rulesets), network.field(atom)))
+                self._fields.setdefault(atom, []).append(
+                    (len(self._rulesets), network.member(atom))
+                )
             self._rulesets.append(ruleset)
 
     def _open(self, ruleset: _Ruleset) -> None:
