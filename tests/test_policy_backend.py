@@ -299,6 +299,15 @@ def test_fact_fields_never_collide() -> None:
     assert len({fnv1a_32(f) for f in fields}) == len(fields)
 
 
+def test_absences_never_match_the_engines_session_fact(make: type[DurableBackend]) -> None:
+    # The engine passes its own session fact ({"sid", "id", "$s"}) through the network; a false
+    # atom is absent from a fact, so a rule testing absences only would fire on it.
+    rules = [EngineRule("not-x", Not(X)), EngineRule("nor", Not(AnyOf((X, Y))))]
+    b = make(rules)
+    for values in assignments(["x", "y"]):
+        assert b.matching(values) == expected(rules, values)
+
+
 def test_atoms_named_id_and_sid(make: type[DurableBackend]) -> None:
     rules = [
         EngineRule("id", Atom("id")),

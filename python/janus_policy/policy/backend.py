@@ -210,16 +210,15 @@ class _Network:
         """The ruleset in the engine's JSON form. Engine rule i is named r<i>: a rule id could
         carry the engine's own syntax."""
         fields = {atom: f"j.{_property(i)}" for atom, i in self.atoms.items()}
+
+        def test(atom: str | None, value: bool) -> dict[str, object]:
+            if atom is None:
+                return {"$ex": {"k": 1}}  # every fact has its key
+            return {fields[atom]: True} if value else {"$nex": {fields[atom]: 1}}
+
         rules = {}
         for i, (_, chain) in enumerate(self.rules):
-            tests = [
-                {"$ex": {"k": 1}}
-                if a is None
-                else {fields[a]: True}
-                if v
-                else {"$nex": {fields[a]: 1}}
-                for a, v in chain
-            ]
+            tests = [test(atom, value) for atom, value in chain]
             condition = tests[0] if len(tests) == 1 else {"$and": tests}
             rules[f"r{i}"] = {"all": [{"m": condition}]}
         return json.dumps(rules)
@@ -227,13 +226,18 @@ class _Network:
 
 def _networks(rules: Sequence[EngineRule]) -> list[_Network]:
     conjunctions = [_conjunctions(rule.condition) for rule in rules]
-    # Literals shared by many rules go first in each chain: shared prefixes keep the walk narrow.
     frequency = Counter(lit for alternatives in conjunctions for c in alternatives for lit in c)
     networks: list[_Network] = []
     for index, alternatives in enumerate(conjunctions):
         for conjunction in alternatives:
-            ordered = sorted(conjunction, key=lambda lit: (-frequency[lit], str(lit[0]), lit[1]))
-            chain = tuple(ordered) if ordered else (_EVERY_FACT,)
+            # Atoms that must be true go first: they are selective (most atoms are false), and
+            # literals shared by many rules first share prefixes, which keeps the walk narrow.
+            # A chain must open with a test the engine's own session fact fails (it has no atom
+            # and no `k`): one that opened with an absence would fire on it.
+            literals = sorted(
+                conjunction, key=lambda lit: (not lit[1], -frequency[lit], str(lit[0]))
+            )
+            chain = tuple(literals) if literals and literals[0][1] else (_EVERY_FACT, *literals)
             if not any(network.add(index, chain) for network in networks):
                 networks.append(_Network())
                 if not networks[-1].add(index, chain):
@@ -251,7 +255,7 @@ class _Ruleset:
     definition: str
     rule_index: dict[str, int]  # engine rule name -> position of its EngineRule
     primer: str
-    needs_a_true_atom: bool  # so a fact with none can fire no rule
+    needs_a_true_atom: bool  # every rule opens with an atom that must be true
     handle: int = 0  # 0: none (freed, or abandoned after a failure)
 
 
@@ -264,13 +268,13 @@ class DurableBackend:
         self._unusable: str | None = None
         self._rulesets: list[_Ruleset] = []
         # atom -> (ruleset, the member of its facts' `j` saying the atom is true)
-        self._fields: dict[str, list[tuple[int, str]]] = {}
+        self._members: dict[str, list[tuple[int, str]]] = {}
         for network in _networks(rules):
             ruleset = _Ruleset(
                 network.definition(),
                 {f"r{i}": index for i, (index, _) in enumerate(network.rules)},
                 network.primer(),
-                all(any(a is not None and v for a, v in chain) for _, chain in network.rules),
+                all(chain[0] != _EVERY_FACT for _, chain in network.rules),
             )
             try:
                 with _ENGINE_LOCK:
@@ -279,7 +283,7 @@ class DurableBackend:
                 self.close()
                 raise BackendError(f"the rules engine refused the rules: {exc!r}") from exc
             for atom in network.atoms:
-                self._fields.setdefault(atom, []).append(
+                self._members.setdefault(atom, []).append(
                     (len(self._rulesets), network.member(atom))
                 )
             self._rulesets.append(ruleset)
@@ -304,17 +308,17 @@ class DurableBackend:
         Every atom the rules use must have a value, and every value must be a bool. Raises
         BackendError, never a partial or empty answer, on a bad value or any engine failure.
         """
-        true = self._true_fields(atoms)
+        true = self._true_members(atoms)
         hits: set[int] = set()
         with _ENGINE_LOCK:
             if self._unusable:
                 raise BackendError(self._unusable)
             key = next(self._keys)
-            for ruleset, fields in zip(self._rulesets, true, strict=True):
-                if ruleset.needs_a_true_atom and not fields:
-                    continue
+            for ruleset, members in zip(self._rulesets, true, strict=True):
+                if ruleset.needs_a_true_atom and not members:
+                    continue  # none of its rules can hold
                 try:
-                    self._evaluate(ruleset, f'{{"k":{key},"j":{{{",".join(fields)}}}}}', hits)
+                    self._evaluate(ruleset, f'{{"k":{key},"j":{{{",".join(members)}}}}}', hits)
                 except BaseException as exc:
                     self._replace(ruleset)
                     if isinstance(exc, Exception):
@@ -322,18 +326,20 @@ class DurableBackend:
                     raise
         return [self._rule_ids[index] for index in sorted(hits)]
 
-    def _true_fields(self, atoms: Mapping[str, bool]) -> list[list[str]]:
+    def _true_members(self, atoms: Mapping[str, bool]) -> list[list[str]]:
         """For each ruleset, the members of its fact's `j`: one per true atom."""
-        missing = self._fields.keys() - atoms.keys()
-        if missing:
-            raise BackendError(f"atoms without a value: {sorted(missing)!r}")
+        # Checked wholesale first: this runs for every decision, over every atom of a policy.
+        if not set(map(type, atoms.values())) <= {bool}:
+            name, value = next((n, v) for n, v in atoms.items() if type(v) is not bool)
+            raise BackendError(f"atom {name!r}: expected a bool, got {value!r}")
+        if not atoms.keys() >= self._members.keys():
+            raise BackendError(
+                f"atoms without a value: {sorted(self._members.keys() - atoms.keys())}"
+            )
         true: list[list[str]] = [[] for _ in self._rulesets]
-        for name, value in atoms.items():
-            if value is True:
-                for index, field_ in self._fields.get(name, ()):
-                    true[index].append(field_)
-            elif value is not False:
-                raise BackendError(f"atom {name!r}: expected a bool, got {value!r}")
+        for name in itertools.compress(atoms, atoms.values()):
+            for index, member in self._members.get(name, ()):
+                true[index].append(member)
         return true
 
     @staticmethod

@@ -15,7 +15,7 @@ import posixpath
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 from janus_policy.policy.backend import All, AnyOf, Atom, EngineRule, Expr, Not
@@ -164,11 +164,14 @@ class CompiledPolicy:
     rules: tuple[EngineRule, ...]
     by_id: dict[str, Rule]
 
+    @cached_property
+    def _all_false(self) -> dict[str, bool]:
+        return {n: False for index in self.equalities.values() for ns in index.values() for n in ns}
+
     def atom_values(self, fact: Fact) -> dict[str, bool]:
         values = {name: bool(pred(fact)) for name, pred in self.atoms.items()}
+        values.update(self._all_false)
         for name, index in self.equalities.items():
-            for names in index.values():
-                values.update(dict.fromkeys(names, False))
             v = lookup(fact, name)
             if v is not _ABSENT and isinstance(v, str | int | float | bool):
                 values.update(dict.fromkeys(index.get((type(v).__name__, v), ()), True))
