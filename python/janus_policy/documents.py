@@ -54,10 +54,9 @@ def pointer(at: JsonPath) -> str:
     return out or "(document)"
 
 
-_SCALARS = yaml.constructor.SafeConstructor()
-
-
-def _construct(node: yaml.Node, at: JsonPath, doc: Document) -> Any:
+def _construct(
+    node: yaml.Node, at: JsonPath, doc: Document, scalars: yaml.constructor.SafeConstructor
+) -> Any:
     doc.positions[at] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if len(at) > MAX_DEPTH:
         raise InputError(
@@ -67,7 +66,7 @@ def _construct(node: yaml.Node, at: JsonPath, doc: Document) -> Any:
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
             key = (
-                _SCALARS.construct_object(key_node)
+                scalars.construct_object(key_node)
                 if isinstance(key_node, yaml.ScalarNode)
                 else None
             )
@@ -79,7 +78,7 @@ def _construct(node: yaml.Node, at: JsonPath, doc: Document) -> Any:
                 raise InputError(
                     "E004", f"duplicate key {key!r}", _mark(doc.path, key_node), pointer((*at, key))
                 )
-            out[key] = _construct(value_node, (*at, key), doc)
+            out[key] = _construct(value_node, (*at, key), doc, scalars)
             # A field's errors point at its key, where an editor's cursor goes.
             doc.positions[(*at, key)] = (
                 key_node.start_mark.line + 1,
@@ -87,8 +86,8 @@ def _construct(node: yaml.Node, at: JsonPath, doc: Document) -> Any:
             )
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_construct(item, (*at, i), doc) for i, item in enumerate(node.value)]
-    return _SCALARS.construct_object(node)
+        return [_construct(item, (*at, i), doc, scalars) for i, item in enumerate(node.value)]
+    return scalars.construct_object(node)
 
 
 def _mark(path: str, node: yaml.Node) -> Location:
@@ -114,7 +113,8 @@ def parse(text: str, path: str) -> Document:
         raise InputError("E002", "expected one YAML document, found several", Location(path))
     if nodes and nodes[0] is not None:
         try:
-            doc.data = _construct(nodes[0], (), doc)
+            # A constructor per document: it remembers every node it built.
+            doc.data = _construct(nodes[0], (), doc, yaml.constructor.SafeConstructor())
         except yaml.constructor.ConstructorError as e:
             mark = e.problem_mark
             loc = Location(path, mark.line + 1, mark.column + 1) if mark else Location(path)
