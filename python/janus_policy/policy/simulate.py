@@ -1,0 +1,166 @@
+"""Dry runs: a policy over recorded proposals, and what a change would flip.
+
+Sources are JSON Lines (one proposal per line, or audit records carrying a
+`proposal` object, as `decisions.jsonl` does) or YAML (a list of proposals).
+Large inputs are split over worker processes, each with its own engine.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from janus_policy import documents
+from janus_policy.errors import InputError, Location
+from janus_policy.policy.evaluate import PolicyEngine, Settings
+from janus_policy.policy.load import DECISIONS, load_policy
+
+Verdict = tuple[str, tuple[str, ...]]  # decision, matched rule ids
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str  # where the proposal came from: path:line
+    proposal: dict[str, Any]
+    verdict: Verdict
+    baseline: Verdict | None = None
+
+    @property
+    def flipped(self) -> bool:
+        return self.baseline is not None and self.baseline[0] != self.verdict[0]
+
+    @property
+    def more_permissive(self) -> bool:
+        """The change lets this proposal through more easily."""
+        return self.flipped and DECISIONS.index(self.verdict[0]) < DECISIONS.index(
+            self.baseline[0] if self.baseline else "deny"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "source": self.label,
+            "decision": self.verdict[0],
+            "rules": list(self.verdict[1]),
+        }
+        if self.baseline is not None:
+            d["baseline_decision"] = self.baseline[0]
+            d["rules_added"] = sorted(set(self.verdict[1]) - set(self.baseline[1]))
+            d["rules_removed"] = sorted(set(self.baseline[1]) - set(self.verdict[1]))
+        return d
+
+
+@dataclass
+class Report:
+    rows: list[Row]
+    by_decision: Counter[str] = field(default_factory=Counter)
+    by_rule: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def flips(self) -> list[Row]:
+        """Flipped proposals, those the change makes more permissive first."""
+        return sorted((r for r in self.rows if r.flipped), key=lambda r: not r.more_permissive)
+
+
+def read_proposals(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(path:line, proposal) for each proposal of a JSONL or YAML source. A
+    torn last line of a JSONL log (a crash mid-append) is skipped."""
+    if path.suffix in (".yaml", ".yml"):
+        doc = documents.read(path)
+        if not isinstance(doc.data, list):
+            raise InputError("E105", "a YAML source is a list of proposals", doc.location(()))
+        for i, item in enumerate(doc.data):
+            yield str(doc.location((i,))), _proposal_of(item, doc.location((i,)))
+        return
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError("E000", f"cannot read file: {e}", Location(str(path))) from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as e:
+            if n == len(lines):
+                return  # torn last line
+            raise InputError(
+                "E001", f"invalid JSON: {e.msg}", Location(str(path), n, e.colno)
+            ) from None
+        yield f"{path}:{n}", _proposal_of(item, Location(str(path), n, 1))
+
+
+def _proposal_of(item: Any, where: Location) -> dict[str, Any]:
+    if isinstance(item, dict) and isinstance(item.get("proposal"), dict):
+        item = item["proposal"]  # an audit record
+    if not isinstance(item, dict):
+        raise InputError("E105", "expected a proposal (an object)", where)
+    return item
+
+
+# ---- workers: one engine (or two) per process ----
+
+_engines: tuple[PolicyEngine, PolicyEngine | None] | None = None
+
+
+def _init(policy: str, baseline: str | None, settings: Settings) -> None:
+    global _engines  # noqa: PLW0603 (one per worker process)
+    base = PolicyEngine(load_policy(baseline), settings) if baseline else None
+    _engines = (PolicyEngine(load_policy(policy), settings), base)
+
+
+def _judge(proposals: Sequence[dict[str, Any]]) -> list[tuple[Verdict, Verdict | None]]:
+    assert _engines is not None
+    engine, base = _engines
+    out: list[tuple[Verdict, Verdict | None]] = []
+    for p in proposals:
+        d = engine.evaluate(p)
+        b = base.evaluate(p) if base else None
+        out.append(((d.decision, d.matched_ids), (b.decision, b.matched_ids) if b else None))
+    return out
+
+
+def simulate(
+    policy: Path,
+    source: Path,
+    *,
+    baseline: Path | None = None,
+    workers: int = 1,
+    settings: Settings | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Report:
+    settings = settings or Settings()
+    # Load both once here, so a broken policy is reported before any work.
+    load_policy(policy)
+    if baseline:
+        load_policy(baseline)
+    items = list(read_proposals(source))
+    chunk = 2000
+    batches = [[p for _, p in items[i : i + chunk]] for i in range(0, len(items), chunk)]
+    args = (str(policy), str(baseline) if baseline else None, settings)
+    verdicts: list[tuple[Verdict, Verdict | None]] = []
+    if workers <= 1 or len(batches) <= 1:
+        _init(*args)
+        for b in batches:
+            verdicts.extend(_judge(b))
+            if progress:
+                progress(len(verdicts))
+    else:
+        # forkserver: workers never inherit a lock another thread held at fork time.
+        ctx = multiprocessing.get_context("forkserver")
+        with ctx.Pool(workers, initializer=_init, initargs=args) as pool:
+            for result in pool.imap(_judge, batches):
+                verdicts.extend(result)
+                if progress:
+                    progress(len(verdicts))
+    report = Report(
+        [Row(label, p, v, b) for (label, p), (v, b) in zip(items, verdicts, strict=True)]
+    )
+    for row in report.rows:
+        report.by_decision[row.verdict[0]] += 1
+        report.by_rule.update(row.verdict[1])
+    return report

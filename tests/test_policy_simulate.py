@@ -1,0 +1,100 @@
+"""simulate: a policy over recorded proposals, and what a change flips."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from janus_policy.cli import main
+from janus_policy.errors import InputError
+from janus_policy.policy.simulate import read_proposals, simulate
+
+POLICIES = Path(__file__).resolve().parent.parent / "policies"
+
+
+def proposal(command: str) -> dict[str, str]:
+    return {"tool": "shell", "action_type": "analysis", "risk": "low", "command": command}
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    lines = [
+        json.dumps(proposal("ls")),
+        json.dumps({"schema": 1, "proposal": proposal("rm -rf build")}),  # an audit record
+        "",
+        json.dumps(proposal("git log")),
+        '{"tool": "shell", "act',  # torn last line
+    ]
+    p = tmp_path / "decisions.jsonl"
+    p.write_text("\n".join(lines))
+    return p
+
+
+@pytest.fixture
+def relaxed(tmp_path: Path) -> Path:
+    """The default policy without its recursive-delete guardrail."""
+    d = tmp_path / "relaxed"
+    shutil.copytree(POLICIES, d)
+    data = yaml.safe_load((d / "guardrails.yaml").read_text())
+    data["rules"] = [r for r in data["rules"] if r["id"] != "deny-recursive-delete"]
+    data.pop("tests")
+    (d / "guardrails.yaml").write_text(yaml.safe_dump(data))
+    return d
+
+
+def test_reads_proposals_and_audit_records(source: Path) -> None:
+    got = list(read_proposals(source))
+    assert [label.rsplit(":", 1)[1] for label, _ in got] == ["1", "2", "4"]
+    assert got[1][1]["command"] == "rm -rf build"
+
+
+def test_a_bad_line_in_the_middle_is_an_error(tmp_path: Path) -> None:
+    p = tmp_path / "x.jsonl"
+    p.write_text('{"tool": \n' + json.dumps(proposal("ls")) + "\n")
+    with pytest.raises(InputError) as e:
+        list(read_proposals(p))
+    assert e.value.location is not None
+    assert e.value.location.line == 1
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_flips_name_their_rules_permissive_first(source: Path, relaxed: Path, workers: int) -> None:
+    report = simulate(relaxed, source, baseline=POLICIES, workers=workers)
+    assert report.by_decision == {"approve": 1, "escalate": 2}
+    (flip,) = report.flips
+    assert flip.label.endswith(":2")
+    assert (flip.baseline or ("", ()))[0] == "deny"
+    assert flip.verdict[0] == "escalate"
+    assert flip.more_permissive
+    assert flip.to_dict()["rules_removed"] == ["deny-recursive-delete"]
+
+
+def test_workers_agree_with_one_process(tmp_path: Path) -> None:
+    p = tmp_path / "many.jsonl"
+    cmds = ["ls", "rm -rf x", "git log", "cat $(x)", "echo hi", "python3 y.py"]
+    p.write_text("\n".join(json.dumps(proposal(f"{cmds[i % 6]} {i}")) for i in range(5000)))
+    one = simulate(POLICIES, p, workers=1)
+    two = simulate(POLICIES, p, workers=2)
+    assert [r.verdict for r in one.rows] == [r.verdict for r in two.rows]
+
+
+def test_cli(
+    source: Path, relaxed: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    args = ["simulate", "--policy", str(relaxed), "--baseline", str(POLICIES)]
+    assert main([*args, "--input", str(source), "--changes-only"]) == 0
+    out = capsys.readouterr().out
+    assert "deny -> escalate (more permissive); no longer deny-recursive-delete" in out
+    assert "3 proposals, 1 flipped (1 more permissive)" in out
+    assert main([*args, "--input", str(source), "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["flips"] == 1
+    assert len(data["rows"]) == 3
+    yaml_source = tmp_path / "p.yaml"
+    yaml_source.write_text(yaml.safe_dump([proposal("ls"), {"proposal": proposal("sudo ls")}]))
+    assert main(["simulate", "--policy", str(POLICIES), "--input", str(yaml_source)]) == 0
+    assert "deny (deny-privilege)" in capsys.readouterr().out
+    assert main(["simulate", "--policy", str(tmp_path / "none"), "--input", str(source)]) == 2
