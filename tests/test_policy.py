@@ -320,7 +320,7 @@ def test_check_reports_a_failing_inline_test(
     assert "expected approve, got deny" in out
 
 
-def test_check_flags_identical_conditions_with_different_decisions(tmp_path: Path) -> None:
+def test_check_flags_rules_that_can_never_decide(tmp_path: Path) -> None:
     write(
         tmp_path,
         "p.yaml",
@@ -333,12 +333,26 @@ def test_check_flags_identical_conditions_with_different_decisions(tmp_path: Pat
           - id: b
             when: {field: tool, equals: shell}
             decision: deny
+          - id: c
+            when:
+              all:
+                - {field: tool, equals: shell}
+                - {field: action_type, equals: analysis}
+            decision: escalate
+          - id: d
+            when:
+              any: [{field: tool, equals: shell}]
+            decision: approve
         """,
     )
-    (f,) = lint(tmp_path)
-    assert f.code == "P105"
-    assert f.error.location is not None
-    assert f.error.location.line == 6
+    found = {f.code: f for f in lint(tmp_path)}
+    assert set(found) == {"P105", "P106"}
+    assert found["P105"].error.location is not None
+    assert found["P105"].error.location.line == 3  # `a` never decides: `b` always wins
+    assert "the same condition as 'b' (deny)" in found["P105"].error.message
+    assert found["P106"].error.location is not None
+    assert found["P106"].error.location.line == 9  # `c` is narrower than `b`
+    assert "a broader condition in 'b'" in found["P106"].error.message
 
 
 def test_eval_verb(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -7,12 +7,14 @@ something is probably wrong) are distinguished by severity.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from janus_policy.errors import InputError, Location
 from janus_policy.policy.evaluate import NUMERIC_LIMITS, PolicyEngine, Settings
-from janus_policy.policy.load import PolicyError, load_policy
+from janus_policy.policy.load import DECISIONS, PolicyError, Rule, load_policy
 from janus_policy.policy.testing import run_inline_tests
 
 
@@ -49,15 +51,12 @@ def lint(path: Path, settings: Settings | None = None) -> list[Finding]:
     except PolicyError as e:
         return [Finding("error", f) for f in e.findings]
     found: list[Finding] = []
-    by_condition: dict[str, list[tuple[str, str | None, Location]]] = {}
     for rs in policy.rulesets:
         if not rs.rules:
             found.append(
                 _warning("W201", f"rule set {rs.name!r} has no rules", rs.document.location(()))
             )
         for rule in rs.rules:
-            key = json.dumps(rule.when, sort_keys=True)
-            by_condition.setdefault(key, []).append((rule.id, rule.decision, rule.location))
             for k in NUMERIC_LIMITS:
                 ceiling = settings.limits.get(k)
                 if k in rule.limits and ceiling is not None and rule.limits[k] > ceiling:
@@ -70,21 +69,7 @@ def lint(path: Path, settings: Settings | None = None) -> list[Finding]:
                             f"limits.{k}",
                         )
                     )
-    for rules in by_condition.values():
-        decisions = {d for _, d, _ in rules if d}
-        if len(decisions) > 1:
-            first = rules[0]
-            for rule_id, decision, where in rules[1:]:
-                if decision and decision != first[1]:
-                    found.append(
-                        _error(
-                            "P105",
-                            f"rule {rule_id!r} ({decision}) has the same condition as "
-                            f"{first[0]!r} ({first[1]}) at {first[2]}: only the stricter can "
-                            "ever decide",
-                            where,
-                        )
-                    )
+    found.extend(_overridden(policy.rules))
     engine = PolicyEngine(policy, settings)
     try:
         for result in run_inline_tests(engine):
@@ -99,6 +84,40 @@ def lint(path: Path, settings: Settings | None = None) -> list[Finding]:
     finally:
         engine.close()
     return sorted(found, key=_order)
+
+
+def _conjuncts(cond: dict[str, Any]) -> frozenset[str] | None:
+    """The leaves of a condition that is a leaf or an `all` of leaves (what
+    the subsumption check can reason about exactly), else None."""
+    leaves = cond.get("all", [cond])
+    if any(k in leaf for leaf in leaves for k in ("all", "any", "not")):
+        return None
+    return frozenset(json.dumps(leaf, sort_keys=True) for leaf in leaves)
+
+
+def _overridden(rules: Sequence[Rule]) -> list[Finding]:
+    """Rules whose decision can never stand: a stricter rule's condition holds
+    whenever theirs does (the same leaves, or a subset of them)."""
+    found: list[Finding] = []
+    shapes = [(r, r.decision, _conjuncts(r.when)) for r in rules if r.decision]
+    for rule, decision, mine in shapes:
+        if mine is None:
+            continue
+        for other, stricter, theirs in shapes:
+            if other is rule or theirs is None or not theirs <= mine:
+                continue
+            if DECISIONS.index(stricter) > DECISIONS.index(decision):
+                same = "the same condition as" if theirs == mine else "a broader condition in"
+                found.append(
+                    _error(
+                        "P105" if theirs == mine else "P106",
+                        f"rule {rule.id!r} ({decision}) can never decide: {same} "
+                        f"{other.id!r} ({stricter}) at {other.location} always wins",
+                        rule.location,
+                    )
+                )
+                break
+    return found
 
 
 def _order(f: Finding) -> tuple[str, int, int, str]:
