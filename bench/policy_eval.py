@@ -7,6 +7,10 @@
   floor-500  the raw durable_rules floor for the same 500 conditions: a
              hand-written ruleset (`m.tool == "tN"`), assert + retract of the
              same facts, nothing else
+  cedar-500  the same 500 conditions as Cedar `forbid … when { context.tool ==
+             "tN" }` policies, parsed once into a PolicySet (cedarpy)
+  rego-500   the same as Rego rules (`deny contains "rN" if { input.tool ==
+             "tN" }`) queried through regopy, fewer iterations (it is slow)
 
 Reported: decisions per second, p50 and p99 latency, and the ratio of
 synth-500 to floor-500 (our overhead over the raw engine; target ≤ 1.5) and
@@ -75,6 +79,42 @@ def floor() -> Callable[[int], None]:
     return run
 
 
+def cedar() -> Callable[[int], None]:
+    import cedarpy  # noqa: PLC0415 (bench extra)
+
+    text = "\n".join(
+        f'forbid(principal, action, resource) when {{ context.tool == "t{i}" }};'
+        for i in range(N_RULES)
+    )
+    policies = cedarpy.PolicySet.from_str(text + "\npermit(principal, action, resource);")
+    entities = cedarpy.Entities.from_json_str("[]")
+
+    def run(i: int) -> None:
+        request = {
+            "principal": 'Agent::"agent"',
+            "action": 'Action::"propose"',
+            "resource": 'Tool::"shell"',
+            "context": {"tool": f"t{i % N_RULES}"},
+        }
+        cedarpy.is_authorized(request, policies, entities)
+
+    return run
+
+
+def rego() -> Callable[[int], None]:
+    import regopy  # noqa: PLC0415 (bench extra)
+
+    interpreter = regopy.Interpreter()
+    rules = "\n".join(f'deny contains "r{i}" if {{ input.tool == "t{i}" }}' for i in range(N_RULES))
+    interpreter.add_module("janus", "package janus\n" + rules)
+
+    def run(i: int) -> None:
+        interpreter.set_input_term(json.dumps({"tool": f"t{i % N_RULES}"}))
+        interpreter.query("data.janus.deny")
+
+    return run
+
+
 def measure(fn: Callable[[int], None], n: int) -> list[float]:
     for i in range(min(200, n)):
         fn(i)
@@ -122,7 +162,16 @@ def main() -> int:
         "synth-500": on_synth,
         "floor-500": floor(),
     }
-    results = {k: summary(measure(fn, args.iterations)) for k, fn in variants.items()}
+    try:
+        variants["cedar-500"] = cedar()
+        variants["rego-500"] = rego()
+    except ImportError as e:
+        print(f"policy_eval: {e.name} is not installed (pip install .[bench]); skipping it")
+    slow = {"rego-500"}
+    results = {
+        k: summary(measure(fn, args.iterations // 20 if k in slow else args.iterations))
+        for k, fn in variants.items()
+    }
     ratio = results["synth-500"]["p50_us"] / results["floor-500"]["p50_us"]
     report = {
         "iterations": args.iterations,
@@ -139,6 +188,10 @@ def main() -> int:
         print(f"{k:<12}{r['per_s']:>12.0f}{r['p50_us']:>10.1f}{r['p99_us']:>10.1f}")
     p50 = results["default"]["p50_us"]
     print(f"\ndefault p50 = {p50:.1f} µs   target <= 100 µs   {'PASS' if p50 <= 100 else 'MISS'}")
+    for other in ("cedar-500", "rego-500"):
+        if other in results:
+            speedup = results[other]["p50_us"] / results["synth-500"]["p50_us"]
+            print(f"{other} / synth-500 (p50) = {speedup:.1f}   (how much slower that engine is)")
     verdict = "PASS" if ratio <= 1.5 else "MISS"
     print(f"synth-500 / floor-500 (p50) = {ratio:.2f}   target <= 1.5   {verdict}")
     return 0
