@@ -111,44 +111,27 @@ def _conditions(cond: Any, at: JsonPath) -> Iterator[tuple[dict[str, Any], JsonP
 def _semantic(doc: Document) -> list[InputError]:
     """Checks the schema cannot express, on a schema-valid document."""
     found: list[InputError] = []
+
+    def finding(code: str, message: str, at: JsonPath) -> None:
+        found.append(InputError(code, message, doc.location(at), pointer(at)))
+
     for i, rule in enumerate(doc.data["rules"]):
         for leaf, at in _conditions(rule["when"], ("rules", i, "when")):
             if "matches" in leaf:
                 try:
                     re.compile(leaf["matches"])
                 except re.error as e:
-                    found.append(
-                        InputError(
-                            "P102",
-                            f"invalid regular expression {leaf['matches']!r}: {e}",
-                            doc.location((*at, "matches")),
-                            pointer((*at, "matches")),
-                        )
-                    )
-            for op in ("at_least", "at_most", "equals"):
-                if leaf.get("field") == "risk" and op in leaf and leaf[op] not in RISKS:
-                    hint = documents.did_you_mean(str(leaf[op]), list(RISKS))
-                    found.append(
-                        InputError(
-                            "P103",
-                            f"{leaf[op]!r} is not a risk level ({', '.join(RISKS)}){hint}",
-                            doc.location((*at, op)),
-                            pointer((*at, op)),
-                        )
-                    )
-            for op in ("in", "not_in"):
-                bad = [
-                    v for v in leaf.get(op, []) if leaf.get("field") == "risk" and v not in RISKS
-                ]
+                    message = f"invalid regular expression {leaf['matches']!r}: {e}"
+                    finding("P102", message, (*at, "matches"))
+            if leaf.get("field") != "risk":
+                continue
+            for op in ("equals", "in", "not_in", "at_least", "at_most"):
+                given = leaf.get(op, [])
+                bad = [v for v in (given if isinstance(given, list) else [given]) if v not in RISKS]
                 if bad:
-                    found.append(
-                        InputError(
-                            "P103",
-                            f"{bad[0]!r} is not a risk level ({', '.join(RISKS)})",
-                            doc.location((*at, op)),
-                            pointer((*at, op)),
-                        )
-                    )
+                    hint = documents.did_you_mean(str(bad[0]), list(RISKS))
+                    message = f"{bad[0]!r} is not a risk level ({', '.join(RISKS)}){hint}"
+                    finding("P103", message, (*at, op))
     return found
 
 
