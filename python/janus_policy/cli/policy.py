@@ -10,11 +10,10 @@ from typing import Any
 
 from janus_policy import documents
 from janus_policy.cli._common import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, add_format, print_json
-from janus_policy.errors import InputError
 from janus_policy.policy.evaluate import PolicyEngine
 from janus_policy.policy.lint import Finding, lint
-from janus_policy.policy.load import InlineTest, PolicyError, load_policy
-from janus_policy.policy.testing import TestResult, run_inline_tests, run_test
+from janus_policy.policy.load import PolicyError, load_policy
+from janus_policy.policy.testing import TestResult, read_test_file, run_inline_tests, run_test
 
 DEFAULT_POLICY = Path("policies")
 
@@ -107,36 +106,11 @@ def run_eval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _file_tests(path: Path) -> list[InlineTest]:
-    doc = documents.read(path)
-    cases = doc.data if isinstance(doc.data, list) else None
-    if cases is None:
-        raise InputError("E105", "a test file is a YAML list of cases", doc.location(()))
-    tests = []
-    for i, case in enumerate(cases):
-        positions = {k[1:]: v for k, v in doc.positions.items() if k[:1] == (i,)}
-        sub = documents.Document(doc.path, case, positions)
-        errors = documents.validation_errors(sub, "policy-test")
-        if errors:
-            raise errors[0]
-        tests.append(
-            InlineTest(
-                name=case["name"],
-                location=doc.location((i,)),
-                proposal=case["proposal"],
-                expect=case["expect"],
-                mode=case.get("mode", "beta"),
-                rules=tuple(case["rules"]) if "rules" in case else None,
-            )
-        )
-    return tests
-
-
 def run_test_verb(args: argparse.Namespace) -> int:
     engine = _engine(args.policy)
     results: list[TestResult] = run_inline_tests(engine)
     for f in args.files:
-        results.extend(run_test(engine, t) for t in _file_tests(f))
+        results.extend(run_test(engine, t) for t in read_test_file(f))
     failed = [r for r in results if not r.passed]
     exercised = {i for r in results for i in r.decision.matched_ids}
     untested = [r for r in engine.policy.rules if r.id not in exercised]

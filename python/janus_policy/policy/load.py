@@ -54,6 +54,18 @@ class InlineTest:
     mode: str = "beta"
     rules: tuple[str, ...] | None = None
 
+    @classmethod
+    def from_data(cls, case: dict[str, Any], location: Location) -> InlineTest:
+        """From a schema-valid test case (inline, or an entry of a test file)."""
+        return cls(
+            name=case["name"],
+            location=location,
+            proposal=case["proposal"],
+            expect=case["expect"],
+            mode=case.get("mode", "beta"),
+            rules=tuple(case["rules"]) if "rules" in case else None,
+        )
+
 
 @dataclass(frozen=True)
 class RuleSet:
@@ -154,14 +166,7 @@ def _ruleset(doc: Document) -> RuleSet:
         for i, r in enumerate(data["rules"])
     )
     tests = tuple(
-        InlineTest(
-            name=t["name"],
-            location=doc.location(("tests", i)),
-            proposal=t["proposal"],
-            expect=t["expect"],
-            mode=t.get("mode", "beta"),
-            rules=tuple(t["rules"]) if "rules" in t else None,
-        )
+        InlineTest.from_data(t, doc.location(("tests", i)))
         for i, t in enumerate(data.get("tests", []))
     )
     return RuleSet(data["ruleset"], doc.path, data.get("default"), rules, tests, doc)

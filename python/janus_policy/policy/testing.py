@@ -4,8 +4,10 @@ whole policy must give them."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from janus_policy.errors import Location
+from janus_policy import documents
+from janus_policy.errors import InputError, Location
 from janus_policy.policy.evaluate import Decision, PolicyEngine
 from janus_policy.policy.load import InlineTest
 
@@ -37,6 +39,24 @@ class TestResult:
             + (f"; matched {where}" if where else "")
             + (f"; {d.reasons[-1]}" if d.reasons else "")
         )
+
+
+def read_test_file(path: Path) -> list[InlineTest]:
+    """The cases of a test file (a YAML list), each checked against the
+    policy-test schema with its own position."""
+    doc = documents.read(path)
+    if not isinstance(doc.data, list):
+        raise InputError("E105", "a test file is a YAML list of cases", doc.location(()))
+    tests = []
+    for i, case in enumerate(doc.data):
+        positions = {k[1:]: v for k, v in doc.positions.items() if k[:1] == (i,)}
+        errors = documents.validation_errors(
+            documents.Document(doc.path, case, positions), "policy-test"
+        )
+        if errors:
+            raise errors[0]
+        tests.append(InlineTest.from_data(case, doc.location((i,))))
+    return tests
 
 
 def run_test(engine: PolicyEngine, test: InlineTest) -> TestResult:
