@@ -20,6 +20,8 @@ from janus_policy.errors import InputError, JanusError, Location
 DECISIONS = ("approve", "escalate", "deny")
 RISKS = ("none", "low", "medium", "high", "critical")
 POLICY_SUFFIXES = (".yaml", ".yml")
+#: The default rule sets, shipped inside the package (`policies/` links here).
+BUNDLED_POLICIES = Path(__file__).resolve().parent.parent / "policies"
 
 
 class PolicyError(JanusError):
