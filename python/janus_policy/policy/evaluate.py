@@ -64,6 +64,10 @@ class Decision:
     policy_digest: str
     eval_us: float
     error: str | None = None
+    #: The budgets an approval spends from: {"rule", "window_s", "max_approvals" |
+    #: "max_risk_points", "per"}. The proposal store enforces them, since only it
+    #: knows what was spent.
+    budgets: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def matched_ids(self) -> tuple[str, ...]:
@@ -73,6 +77,7 @@ class Decision:
         d = asdict(self)
         d["matched"] = [asdict(m) for m in self.matched]
         d["limits"] = dict(self.limits)
+        d["budgets"] = [dict(b) for b in self.budgets]
         return d
 
 
@@ -137,7 +142,9 @@ class PolicyEngine:
             decided = [d for d in (by_id[h].decision for h in hits) if d]
             per_fact.append(_strictest(decided) if decided else self.policy.default)
             matched_ids.extend(h for h in hits if h not in matched_ids)
-        rules = [by_id[i] for i in matched_ids]
+        hit = [by_id[i] for i in matched_ids]
+        # Budget-only rules take no part in the decision; they show under `budgets`.
+        rules = [r for r in hit if r.decision or r.classify_risk]
         decision = _strictest(per_fact)
         reasons = [f"{r.id}: {r.reason}" if r.reason else r.id for r in rules]
         if not any(r.decision for r in rules):
@@ -175,6 +182,9 @@ class PolicyEngine:
             escalation=escalation,
             policy_digest=self.policy.digest,
             eval_us=(time.perf_counter() - start) * 1e6,
+            budgets=tuple({"rule": r.id, "per": "global", **r.budget} for r in hit if r.budget)
+            if decision == "approve"
+            else (),
         )
 
     def _limits(self, rules: list[Any]) -> dict[str, Any]:

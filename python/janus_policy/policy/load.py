@@ -45,6 +45,7 @@ class Rule:
     description: str = ""
     limits: dict[str, Any] = field(default_factory=dict)
     escalation: dict[str, Any] | None = None
+    budget: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,7 @@ def _ruleset(doc: Document) -> RuleSet:
             description=r.get("description", ""),
             limits=r.get("limits", {}),
             escalation=r.get("escalation"),
+            budget=r.get("budget"),
         )
         for i, r in enumerate(data["rules"])
     )
