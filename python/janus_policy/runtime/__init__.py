@@ -1,0 +1,1 @@
+"""The running system: the daemon, the auto-executor, the emergency stop."""

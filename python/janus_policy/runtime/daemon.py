@@ -1,0 +1,299 @@
+"""The daemon: the escapement loop that moves proposals along.
+
+Each tick (10 Hz by default) it expires stale escalations, decides every
+proposed proposal and hands approved ones to the auto-executor; a submitted
+proposal also wakes it at once (SIGUSR1), so work is event-driven inside the
+tick. SIGHUP reloads the policy (the old one stays if the new one is
+invalid), SIGTERM/SIGINT stop it gracefully, SIGUSR2 (sent by
+`emergency-stop`) kills every sandbox at once. While the emergency-stop flag
+is set nothing is decided or executed, across restarts.
+
+Logs are JSON Lines on stderr, one event per line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any, TextIO
+
+from janus_policy import _sandbox
+from janus_policy.config import AgentConfig
+from janus_policy.errors import JanusError
+from janus_policy.execution.sandbox import SandboxRunner
+from janus_policy.execution.tool_executor import ToolExecutor
+from janus_policy.execution.tools import ToolRegistry
+from janus_policy.policy.live import LivePolicy
+from janus_policy.policy.load import PolicyError
+from janus_policy.proposals.lifecycle import Lifecycle
+from janus_policy.proposals.store import Record
+from janus_policy.runtime import control
+from janus_policy.runtime.auto_executor import AutoExecutor
+
+#: After SIGTERM, how long executions under way may still finish before they
+#: are killed (and recorded as killed).
+STOP_GRACE_S = 10.0
+
+
+class Log:
+    """JSON Lines on a stream: one object per event, with a UTC timestamp."""
+
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
+        self.stream = stream
+
+    def __call__(self, event: str, **fields: Any) -> None:
+        now = time.time()
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+        line = json.dumps({"ts": ts, "event": event, **fields}, default=str)
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+@dataclass
+class Counters:
+    decided: dict[str, int] = field(default_factory=dict)
+    finished: dict[str, int] = field(default_factory=dict)
+    reloads: int = 0
+    failed_reloads: int = 0
+
+
+class Daemon:
+    def __init__(self, config: AgentConfig, *, log: Log | None = None) -> None:
+        self.config = config
+        self.state_dir = config.harness.state_dir
+        self.log = log or Log()
+        self.lifecycle = Lifecycle.open(config)
+        self.store = self.lifecycle.store
+        self.audit = self.lifecycle.audit
+        self.policy = LivePolicy(config.policy_dir, config.policy_settings())
+        self.registry = ToolRegistry.from_config(config)
+        self.tools = ToolExecutor(config, self.registry, SandboxRunner(config.sandbox))
+        self.auto = AutoExecutor(
+            self.lifecycle,
+            self.tools,
+            max_concurrent=config.auto_executor.max_concurrent,
+            on_finished=self._finished,
+        )
+        self.counters = Counters()
+        self._stopping = False
+        self._reload = False
+        self._kill = False
+        self._last_expire = 0.0
+        self._last_status = 0.0
+
+    # ---- signals: handlers only set flags; the wakeup fd ends the tick's sleep ----
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            self._stopping = True
+        elif signum == signal.SIGHUP:
+            self._reload = True
+        elif signum == control.SIG_STOP:
+            self._kill = True
+
+    def _install_signals(self) -> Callable[[], None]:
+        waker, self._sleeper = socket.socketpair()
+        waker.setblocking(False)
+        self._sleeper.setblocking(False)
+        old_fd = signal.set_wakeup_fd(waker.fileno(), warn_on_full_buffer=False)
+        sigs = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, control.SIG_STOP, control.SIG_WAKE)
+        old = {s: signal.signal(s, self._on_signal) for s in sigs}
+
+        def restore() -> None:
+            for s, h in old.items():
+                signal.signal(s, h)
+            signal.set_wakeup_fd(old_fd)
+            waker.close()
+            self._sleeper.close()
+
+        return restore
+
+    def _sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            select.select([self._sleeper], [], [], seconds)
+        try:
+            while self._sleeper.recv(512):
+                pass
+        except BlockingIOError:
+            pass
+
+    # ---- the loop ----
+
+    def run(self, *, until_idle: bool = False) -> int:
+        lock = control.DaemonLock.acquire(self.state_dir)
+        if lock is None:
+            pid = control.daemon_pid(self.state_dir)
+            raise JanusError(f"a daemon already runs on {self.state_dir} (pid {pid})")
+        restore = self._install_signals()
+        try:
+            self._start()
+            tick = 1.0 / self.config.harness.tick_hz
+            while not self._stopping:
+                began = time.monotonic()
+                self._step()
+                if until_idle and self._idle():
+                    break
+                self._sleep(tick - (time.monotonic() - began))
+            self._stop(until_idle)
+        finally:
+            restore()
+            self.policy.close()
+            self.store.close()
+            lock.release()
+        return 0
+
+    def _start(self) -> None:
+        recovered = self.lifecycle.recover(self._idempotent)
+        caught_up = self.lifecycle.catch_up_audit()
+        flag = control.stop_flag(self.state_dir)
+        self.log(
+            "started",
+            pid=os.getpid(),
+            state_dir=str(self.state_dir),
+            config=self.config.path,
+            mode=self.config.mode,
+            policy=str(self.policy.path),
+            policy_digest=self.policy.digest,
+            sandbox=self.tools_method(),
+            emergency_stop=flag is not None,
+        )
+        for r in recovered:
+            self.log("interrupted", proposal_id=r.id, tool=r.tool, now=r.state)
+        if caught_up:
+            self.log("audit_caught_up", records=caught_up)
+
+    def tools_method(self) -> str:
+        try:
+            return SandboxRunner(self.config.sandbox).method
+        except JanusError as e:
+            return f"unavailable: {e}"
+
+    def _idempotent(self, tool: str) -> bool:
+        try:
+            return self.registry.get(tool).idempotent
+        except JanusError:
+            return False
+
+    def _step(self) -> None:
+        if self._reload:
+            self._reload = False
+            self._reload_policy()
+        stopped = control.stop_flag(self.state_dir) is not None
+        if self._kill:
+            self._kill = False
+            killed = _sandbox.kill_all()
+            self.log("emergency_stop", sandboxes_killed=killed)
+        if not stopped:
+            now = time.monotonic()
+            if now - self._last_expire >= 1.0:
+                self._last_expire = now
+                for r in self.lifecycle.expire():
+                    self.log("expired", proposal_id=r.id, now=r.state, reason=r.reason)
+            for pid in self.store.ids("proposed"):
+                if self._stopping or self._kill:
+                    break
+                self._decide(pid)
+            for pid in self.store.ids("approved"):
+                if self.auto.capacity <= 0 or self._stopping or self._kill:
+                    break
+                if self.auto.dispatch(pid):
+                    self.log("started_execution", proposal_id=pid)
+        self._write_status(stopped)
+
+    def _decide(self, proposal_id: str) -> None:
+        try:
+            r = self.lifecycle.decide(proposal_id, self.policy)
+        except JanusError as e:  # another process decided it first, or the store failed
+            self.log("decide_failed", proposal_id=proposal_id, error=str(e))
+            return
+        self.counters.decided[r.state] = self.counters.decided.get(r.state, 0) + 1
+        self.log("decided", proposal_id=r.id, state=r.state, reason=r.reason)
+
+    def _finished(self, r: Record) -> None:
+        self.counters.finished[r.state] = self.counters.finished.get(r.state, 0) + 1
+        outcome = r.outcome or {}
+        self.log(
+            "finished",
+            proposal_id=r.id,
+            state=r.state,
+            exit_code=outcome.get("exit_code"),
+            limit=outcome.get("limit"),
+            wall_s=outcome.get("wall_s"),
+            error=r.reason,
+        )
+
+    def _reload_policy(self) -> None:
+        old = self.policy.digest
+        try:
+            result = self.policy.reload()
+        except PolicyError as e:
+            self.counters.failed_reloads += 1
+            self.log(
+                "reload_failed",
+                kept_digest=old,
+                findings=[str(f) for f in e.findings],
+            )
+            self.audit.decisions.append(
+                "policy_reload",
+                {"policy_digest": old, "ok": False, "findings": [str(f) for f in e.findings]},
+            )
+            return
+        self.counters.reloads += 1
+        self.log("reloaded", old_digest=result.old_digest, new_digest=result.new_digest)
+        self.audit.decisions.append(
+            "policy_reload",
+            {"policy_digest": result.new_digest, "old_digest": result.old_digest, "ok": True},
+        )
+
+    def _idle(self) -> bool:
+        if self.auto.running:
+            return False
+        if control.stop_flag(self.state_dir) is not None:
+            return True  # nothing will move until `resume`
+        return not (self.store.ids("proposed") or self.store.ids("approved"))
+
+    def status(self, stopped: bool) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "updated_at": time.time(),
+            "mode": self.config.mode,
+            "policy_digest": self.policy.digest,
+            "policy": str(self.policy.path),
+            "emergency_stop": stopped,
+            "running": self.auto.running,
+            "max_concurrent": self.auto.max_concurrent,
+            "counts": self.store.counts(),
+        }
+
+    def _write_status(self, stopped: bool) -> None:
+        now = time.monotonic()
+        if now - self._last_status < 1.0:
+            return
+        self._last_status = now
+        control.write_status(self.state_dir, self.status(stopped))
+
+    def _stop(self, until_idle: bool) -> None:
+        if not until_idle and self.auto.running:
+            self.log("stopping", running=self.auto.running, grace_s=STOP_GRACE_S)
+            deadline = time.monotonic() + STOP_GRACE_S
+            while self.auto.running and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if self.auto.running:
+                self.log("stop_killing", sandboxes_killed=_sandbox.kill_all())
+        self.auto.shutdown()
+        self._last_status = 0.0
+        self._write_status(control.stop_flag(self.state_dir) is not None)
+        self.log(
+            "stopped",
+            decided=self.counters.decided,
+            finished=self.counters.finished,
+            counts=self.store.counts(),
+        )
