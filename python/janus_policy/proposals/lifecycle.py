@@ -17,11 +17,10 @@ import getpass
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from janus_policy import documents
 from janus_policy.audit import AuditLogs
-from janus_policy.config import AgentConfig
 from janus_policy.errors import InputError
 from janus_policy.policy.evaluate import Decision, PolicyEngine
 from janus_policy.policy.live import LivePolicy
@@ -29,6 +28,9 @@ from janus_policy.policy.load import RISKS
 from janus_policy.proposals.novelty import fingerprint
 from janus_policy.proposals.states import PENDING, Conflict
 from janus_policy.proposals.store import Record, Store, Tx
+
+if TYPE_CHECKING:
+    from janus_policy.config import AgentConfig
 
 STATE_OF = {"approve": "approved", "escalate": "escalated", "deny": "rejected"}
 #: How long a human approval stays usable when the rule does not say.
@@ -205,7 +207,9 @@ class Lifecycle:
     def reject(self, proposal_id: str, *, actor: str, reason: str) -> Record:
         record = self.store.get(proposal_id)
         with self.store.write() as tx:
-            tx.move(record.id, (*PENDING, "suspended", "interrupted"), "rejected", actor, reason)
+            # Not an approved one: it may be starting this very moment.
+            waiting = ("proposed", "escalated", "suspended", "interrupted")
+            tx.move(record.id, waiting, "rejected", actor, reason)
         self._audit(tx.transitions)
         return self.store.get(record.id)
 
