@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from janus_policy import audit
 from janus_policy.audit import AuditLogs
 from janus_policy.errors import InputError
@@ -52,9 +51,12 @@ def test_states_and_records(lc: Lifecycle, engine: PolicyEngine, tmp_path: Path)
     escalated = lc.decide(lc.submit(GIT, source="t").id, engine)
     denied = lc.decide(lc.submit(RM, source="t").id, engine)
     assert (approved.state, escalated.state, denied.state) == ("approved", "escalated", "rejected")
-    assert approved.decision and approved.decision["limits"]["timeout_s"] == 60
-    assert escalated.approvers == "operators" and escalated.on_expiry == "deny"
-    assert escalated.expires_at and escalated.expires_at > escalated.created_at
+    assert approved.decision
+    assert approved.decision["limits"]["timeout_s"] == 60
+    assert escalated.approvers == "operators"
+    assert escalated.on_expiry == "deny"
+    assert escalated.expires_at
+    assert escalated.expires_at > escalated.created_at
     assert "deny-recursive-delete" in (denied.reason or "")
     assert [t.to_state for t in lc.store.transitions(approved.id)] == ["proposed", "approved"]
     # Every transition is in the audit log, the decisions with their proposal.
@@ -110,7 +112,8 @@ def test_relief_valve(tmp_path: Path) -> None:
     assert lc.submit(variant(2), source="t").state == "proposed"
     shed = lc.submit(variant(3), source="t")
     assert shed.state == "rejected"
-    assert shed.reason and shed.reason.startswith("relief_valve")
+    assert shed.reason
+    assert shed.reason.startswith("relief_valve")
 
 
 BUDGET_POLICY = """
@@ -156,7 +159,8 @@ def test_a_human_approves_and_rejects(lc: Lifecycle, engine: PolicyEngine) -> No
     esc = lc.decide(lc.submit(GIT, source="t").id, engine)
     ok = lc.approve(esc.id[:12], actor="alice", note="read-only")
     assert (ok.state, ok.approved_by, ok.approval_note) == ("approved", "alice", "read-only")
-    assert ok.approval_expires_at and ok.approval_expires_at > ok.updated_at - 1
+    assert ok.approval_expires_at
+    assert ok.approval_expires_at > ok.updated_at - 1
     with pytest.raises(Conflict, match="is approved now"):
         lc.approve(esc.id, actor="bob")
     other = lc.decide(lc.submit({**GIT, "command": "git status"}, source="t").id, engine)
@@ -179,10 +183,12 @@ def test_illegal_transitions_are_refused(lc: Lifecycle) -> None:
 def test_execution_is_counted_and_recorded(lc: Lifecycle, engine: PolicyEngine) -> None:
     r = lc.decide(lc.submit(LS, source="t").id, engine)
     started = lc.start(r.id)
-    assert started is not None and started.executions == 1
+    assert started is not None
+    assert started.executions == 1
     assert lc.start(r.id) is None  # already running: nobody starts it twice
     done = lc.finish(r.id, "succeeded", {"exit_code": 0, "stdout": "x"}, None)
-    assert done.state == "succeeded" and done.outcome == {"exit_code": 0, "stdout": "x"}
+    assert done.state == "succeeded"
+    assert done.outcome == {"exit_code": 0, "stdout": "x"}
     kinds = [rec["kind"] for _, rec in audit.read_records(lc.audit.tool_use.path)]
     assert kinds == ["execution_started", "execution_finished"]
 
@@ -247,9 +253,8 @@ def _race(state: str, proposal_id: str, action: str, barrier: Any, results: Any)
             lc.approve(proposal_id, actor=f"pid{multiprocessing.current_process().pid}")
         elif action == "reject":
             lc.reject(proposal_id, actor="r", reason="race")
-        else:
-            if lc.start(proposal_id) is None:
-                raise Conflict("not started")
+        elif lc.start(proposal_id) is None:
+            raise Conflict("not started")
         results.put("won")
     except (Conflict, IllegalTransition) as e:
         results.put(f"lost: {e}")
@@ -273,7 +278,8 @@ def test_racing_processes_exactly_one_wins(
         for p in procs:
             p.join(60)
         outcome = sorted(results.get(timeout=10) for _ in procs)
-        assert outcome[1] == "won" and outcome[0].startswith("lost: "), outcome
+        assert outcome[1] == "won", outcome
+        assert outcome[0].startswith("lost: "), outcome
         assert len(lc.store.transitions(esc.id)) == 3
 
 
