@@ -75,7 +75,7 @@ def test_invalid_proposals_are_refused_with_the_field(lc: Lifecycle) -> None:
     with pytest.raises(InputError) as e:
         lc.submit({**LS, "sudo": True}, source="t")
     assert "sudo" in str(e.value)
-    assert lc.store.list() == []
+    assert lc.store.proposals() == []
 
 
 def test_duplicates_point_at_the_original(lc: Lifecycle) -> None:

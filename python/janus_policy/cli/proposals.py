@@ -225,7 +225,7 @@ def _states(values: list[str]) -> list[str]:
 def run_list(args: argparse.Namespace) -> int:
     _, lc = _open(args)
     since = _since(args.since) if args.since else None
-    records = lc.store.list(states=_states(args.status), since=since, limit=args.limit)
+    records = lc.store.proposals(states=_states(args.status), since=since, limit=args.limit)
     if args.format == "json":
         print_json([r.to_dict() for r in records])
     else:
@@ -289,7 +289,7 @@ def run_watch(args: argparse.Namespace) -> int:
     n = 0
     while args.count is None or n < args.count:
         n += 1
-        records = lc.store.list(limit=args.limit)
+        records = lc.store.proposals(limit=args.limit)
         if tty:  # redraw in place
             sys.stdout.write("\x1b[H\x1b[2J")
             print(f"janus-policy proposals watch — {lc.store.path}  {_when(time.time())}\n")
@@ -325,7 +325,7 @@ EXPORT_FIELDS = (
 
 def run_export(args: argparse.Namespace) -> int:
     _, lc = _open(args)
-    records = lc.store.list(states=_states(args.status), newest_first=False)
+    records = lc.store.proposals(states=_states(args.status), newest_first=False)
     if args.format == "jsonl":
         for r in records:
             sys.stdout.write(json.dumps(r.to_dict(), sort_keys=True) + "\n")

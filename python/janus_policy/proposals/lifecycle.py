@@ -271,7 +271,7 @@ class Lifecycle:
 
     def suspend_pending(self, *, actor: str, reason: str, dry_run: bool = False) -> list[Record]:
         """Every proposed, escalated and approved proposal → suspended, at once."""
-        victims = self.store.list(states=PENDING, newest_first=False)
+        victims = self.store.proposals(states=PENDING, newest_first=False)
         if dry_run or not victims:
             return victims
         with self.store.write() as tx:
@@ -285,7 +285,7 @@ class Lifecycle:
     def recover(self, idempotent: Callable[[str], bool]) -> list[Record]:
         """At start-up: what was running when the daemon died is interrupted;
         those whose tool is idempotent are queued to run again."""
-        found = self.store.list(states=("running",), newest_first=False)
+        found = self.store.proposals(states=("running",), newest_first=False)
         if not found:
             return []
         with self.store.write() as tx:

@@ -397,7 +397,7 @@ class Store:
             raise StoreError(f"{proposal_id!r} is the start of several proposal ids; give more")
         raise StoreError(f"no proposal {proposal_id!r} in {self.path}")
 
-    def list(
+    def proposals(
         self,
         *,
         states: Sequence[str] = (),
@@ -408,7 +408,8 @@ class Store:
         for s in states:
             if s not in STATES:
                 raise StoreError(f"unknown state {s!r}; states: {', '.join(STATES)}")
-        where, params = ["1"], []
+        where: list[str] = ["1"]
+        params: list[Any] = []
         if states:
             where.append(f"state IN ({','.join('?' * len(states))})")
             params += list(states)

@@ -50,7 +50,7 @@ def emergency_stop(
     state_dir: Path, lifecycle: Lifecycle, *, actor: str, reason: str, dry_run: bool = False
 ) -> StopReport:
     began = time.monotonic()
-    running = lifecycle.store.list(states=("running",), newest_first=False)
+    running = lifecycle.store.proposals(states=("running",), newest_first=False)
     report = StopReport(
         dry_run=dry_run,
         flag_was_set=control.stop_flag(state_dir) is not None,
@@ -59,7 +59,7 @@ def emergency_stop(
         sandbox_pids=[r.sandbox_pid for r in running if r.sandbox_pid],
     )
     if dry_run:
-        pending = lifecycle.store.list(states=PENDING, newest_first=False)
+        pending = lifecycle.store.proposals(states=PENDING, newest_first=False)
         report.suspended = [{"id": r.id, "was": r.state} for r in pending]
         return report
     control.set_stop_flag(state_dir, actor=actor, reason=reason)
