@@ -9,11 +9,11 @@ import sys
 from collections.abc import Sequence
 
 from janus_policy import __version__
-from janus_policy.cli import policy, sandbox, schema, simulate
+from janus_policy.cli import audit, policy, sandbox, schema, simulate
 from janus_policy.cli._common import EXIT_USAGE, fail
 from janus_policy.errors import JanusError
 
-GROUPS = (policy, simulate, sandbox, schema)
+GROUPS = (policy, simulate, sandbox, audit, schema)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -74,7 +74,8 @@ def read_proposals(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         if not isinstance(doc.data, list):
             raise InputError("E105", "a YAML source is a list of proposals", doc.location(()))
         for i, item in enumerate(doc.data):
-            yield str(doc.location((i,))), _proposal_of(item, doc.location((i,)))
+            if (proposal := _proposal_of(item, doc.location((i,)))) is not None:
+                yield str(doc.location((i,))), proposal
         return
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -91,10 +92,14 @@ def read_proposals(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             raise InputError(
                 "E001", f"invalid JSON: {e.msg}", Location(str(path), n, e.colno)
             ) from None
-        yield f"{path}:{n}", _proposal_of(item, Location(str(path), n, 1))
+        if (proposal := _proposal_of(item, Location(str(path), n, 1))) is not None:
+            yield f"{path}:{n}", proposal
 
 
-def _proposal_of(item: Any, where: Location) -> dict[str, Any]:
+def _proposal_of(item: Any, where: Location) -> dict[str, Any] | None:
+    """The proposal of an item; None for an audit record other than a decision."""
+    if isinstance(item, dict) and item.get("kind", "decision") != "decision":
+        return None
     if isinstance(item, dict) and isinstance(item.get("proposal"), dict):
         item = item["proposal"]  # an audit record
     if not isinstance(item, dict):
