@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from janus_policy.audit import AuditLogs
 from janus_policy.cli import main
 from janus_policy.errors import InputError
 from janus_policy.policy.simulate import read_proposals, simulate
+from janus_policy.proposals.lifecycle import Lifecycle
+from janus_policy.proposals.store import Store
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 
@@ -98,3 +101,24 @@ def test_cli(
     assert main(["simulate", "--policy", str(POLICIES), "--input", str(yaml_source)]) == 0
     assert "deny (deny-privilege)" in capsys.readouterr().out
     assert main(["simulate", "--policy", str(tmp_path / "none"), "--input", str(source)]) == 2
+
+
+def test_the_proposal_store_is_a_source(tmp_path: Path, relaxed: Path) -> None:
+    """simulate --input STATE_DIR replays what the store recorded, oldest first."""
+    state = tmp_path / "state"
+    lc = Lifecycle(Store(state), AuditLogs(state, fsync=False))
+    for cmd in ("ls", "rm -rf build", "git log"):
+        lc.submit(proposal(cmd), source="t")
+    lc.store.close()
+    rows = list(read_proposals(state))
+    assert [p["command"] for _, p in rows] == ["ls", "rm -rf build", "git log"]
+    assert rows[0][0].startswith(f"{state / 'janus.db'}:p-")
+    assert [p["command"] for _, p in read_proposals(state / "janus.db")] == [
+        "ls", "rm -rf build", "git log",
+    ]  # fmt: skip
+    report = simulate(relaxed, state, baseline=POLICIES)
+    assert [(r.baseline or ("",))[0] + ">" + r.verdict[0] for r in report.flips] == [
+        "deny>escalate"
+    ]
+    with pytest.raises(InputError, match="no proposal store"):
+        list(read_proposals(tmp_path))

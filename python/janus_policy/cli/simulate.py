@@ -22,7 +22,10 @@ def register(verbs: Any) -> None:
     )
     p.add_argument("--policy", type=Path, required=True, help="the policy to try")
     p.add_argument(
-        "--input", type=Path, required=True, help="JSONL or YAML proposals, or decisions.jsonl"
+        "--input",
+        type=Path,
+        required=True,
+        help="JSONL or YAML proposals, decisions.jsonl, or a state dir (its proposal store)",
     )
     p.add_argument("--baseline", type=Path, help="the policy to compare against")
     p.add_argument("--changes-only", action="store_true", help="print only flipped decisions")

@@ -1,7 +1,8 @@
 """Dry runs: a policy over recorded proposals, and what a change would flip.
 
 Sources are JSON Lines (one proposal per line, or audit records carrying a
-`proposal` object, as `decisions.jsonl` does) or YAML (a list of proposals).
+`proposal` object, as `decisions.jsonl` does), YAML (a list of proposals), or
+the proposal store (a state dir, or its janus.db).
 Large inputs are split over worker processes, each with its own engine.
 """
 
@@ -19,6 +20,7 @@ from janus_policy import documents
 from janus_policy.errors import InputError, Location
 from janus_policy.policy.evaluate import PolicyEngine, Settings
 from janus_policy.policy.load import DECISIONS, load_policy
+from janus_policy.proposals.store import DB_NAME, Store
 
 Verdict = tuple[str, tuple[str, ...]]  # decision, matched rule ids
 
@@ -67,8 +69,21 @@ class Report:
 
 
 def read_proposals(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(path:line, proposal) for each proposal of a JSONL or YAML source. A
-    torn last line of a JSONL log (a crash mid-append) is skipped."""
+    """(where, proposal) for each proposal of a source: a JSONL or YAML file
+    (where = path:line; a torn last line of a JSONL log, left by a crash
+    mid-append, is skipped), or the proposal store of a state dir (where =
+    database:proposal id), oldest first."""
+    if path.is_dir() or path.suffix == ".db":
+        db = path / DB_NAME if path.is_dir() else path
+        if not db.is_file():
+            raise InputError("E000", f"no proposal store ({DB_NAME}) here", Location(str(path)))
+        store = Store(db.parent)
+        try:
+            for record in store.proposals(newest_first=False):
+                yield f"{db}:{record.id}", record.proposal
+        finally:
+            store.close()
+        return
     if path.suffix in (".yaml", ".yml"):
         doc = documents.read(path)
         if not isinstance(doc.data, list):
