@@ -49,7 +49,6 @@ TORN_KIND = "torn_tail"
 
 _SCHEMA = "audit-record"
 _RESERVED = frozenset({"v", "ts", "kind", "prev", "hash"})
-_KIND = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _ROTATED = re.compile(r"(.+)\.([0-9]+)")
 _BLOCK = 64 * 1024
 
@@ -109,11 +108,16 @@ def _parse(raw: bytes) -> dict[str, Any] | None:
 def _stamp(kind: str, fields: Mapping[str, Any], prev: str) -> dict[str, Any]:
     record = {"v": SCHEMA_VERSION, "ts": _now(), "kind": kind, **fields, "prev": prev}
     record["hash"] = record_hash(record)
-    error = next(documents.validator(_SCHEMA).iter_errors(record), None)
+    return record
+
+
+def _check(kind: str, fields: Mapping[str, Any]) -> None:
+    """Raises ValueError unless the record would match the schema (whatever
+    its place in the chain: `ts`, `prev` and `hash` are always well formed)."""
+    error = next(documents.validator(_SCHEMA).iter_errors(_stamp(kind, fields, GENESIS)), None)
     if error is not None:
         at = documents.pointer(tuple(error.absolute_path))
         raise ValueError(f"audit record {kind!r}: {at}: {error.message}")
-    return record
 
 
 def _now() -> str:
@@ -225,8 +229,6 @@ class AuditLog:
         """Writes one record of `kind` with the caller's fields (`proposal_id`
         and `policy_digest` first, left out when None); returns it as written,
         with `v`, `ts`, `prev` and `hash`."""
-        if not _KIND.fullmatch(kind):
-            raise ValueError(f"audit record kind {kind!r} is not a lowercase identifier")
         reserved = _RESERVED.intersection(record)
         if reserved:
             raise ValueError(f"audit record fields {sorted(reserved)} are set by the log")
@@ -235,6 +237,7 @@ class AuditLog:
         fields: dict[str, Any] = json.loads(_dumps(dict(record)))
         ids = {k: fields.pop(k, None) for k in ("proposal_id", "policy_digest")}
         fields = {k: v for k, v in ids.items() if v is not None} | fields
+        _check(kind, fields)
 
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with _flock(self.lock_path):

@@ -8,7 +8,8 @@ import json
 import os
 import sys
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +73,9 @@ def _count(text: str) -> int:
     return int(text)
 
 
-def _logs(args: argparse.Namespace) -> list[Path]:
-    """The live files of the logs the arguments name."""
+def _logs(args: argparse.Namespace, *, to_come: bool = False) -> list[Path]:
+    """The live files of the logs the arguments name; with `to_come`, every
+    log of a state dir, also those not written yet."""
     if args.path is not None:
         target: Path = args.path
     else:
@@ -86,7 +88,7 @@ def _logs(args: argparse.Namespace) -> list[Path]:
         if not target.is_dir():
             raise InputError("E000", "no such state dir", Location(str(target)))
     if target.is_dir():
-        logs = [target / name for name in LOG_NAMES if log_files(target / name)]
+        logs = [target / name for name in LOG_NAMES if to_come or log_files(target / name)]
         if not logs:
             raise InputError(
                 "E000",
@@ -102,8 +104,19 @@ def _logs(args: argparse.Namespace) -> list[Path]:
 # ---- verify ----
 
 
+@contextmanager
+def _reading() -> Iterator[None]:
+    """A log that cannot be read is bad input, named by its path."""
+    try:
+        yield
+    except OSError as e:
+        where = Location(str(e.filename)) if e.filename else None
+        raise InputError("E000", f"cannot read: {e.strerror or e}", where) from None
+
+
 def run_verify(args: argparse.Namespace) -> int:
-    results = [(log, verify(log)) for log in _logs(args)]
+    with _reading():
+        results = [(log, verify(log)) for log in _logs(args)]
     ok = all(r.ok for _, r in results)
     if args.format == "json":
         print_json(
@@ -150,8 +163,8 @@ def _verify_text(log: Path, r: VerifyResult) -> str:
 
 def run_tail(args: argparse.Namespace) -> int:
     emit = _emit_json if args.format == "json" else _emit_text
-    with ExitStack() as stack:
-        tails = [stack.enter_context(Tail(log)) for log in _logs(args)]
+    with _reading(), ExitStack() as stack:
+        tails = [stack.enter_context(Tail(log)) for log in _logs(args, to_come=args.follow)]
         last = sorted((r for t in tails for r in t.last(args.lines)), key=_time)
         for record in last[len(last) - args.lines :] if args.lines else []:
             emit(record)
