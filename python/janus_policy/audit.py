@@ -275,13 +275,16 @@ class AuditLog:
     def _head(self, fd: int, end: int) -> str:
         """The hash of the last complete record: in the live file, else in the
         newest rotated file; GENESIS for an empty log."""
-        older = rotated(self.path)
-        where = self.path if end else older[-1][1] if older else None
-        if where is None:
-            return GENESIS
-        lines = _lines_before(fd, end, 1) if end else _last_lines(where, 1)
-        if not lines:
-            return GENESIS
+        if end:
+            where, lines = self.path, _lines_before(fd, end, 1)
+        else:
+            older = rotated(self.path)
+            if not older:
+                return GENESIS
+            where = older[-1][1]
+            lines = _last_lines(where, 1)
+            if not lines:
+                return GENESIS
         last = _parse(lines[0])
         digest = last.get("hash") if last else None
         if not isinstance(digest, str):
