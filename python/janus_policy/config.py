@@ -198,15 +198,14 @@ class _Builder:
 
     def build(self, state_dir: Path | str | None, policy_dir: Path | str | None) -> AgentConfig:
         env_state = os.environ.get(STATE_DIR_ENV, "")
-        state = (
-            Path(state_dir).expanduser().resolve()
-            if state_dir is not None
-            else Path(env_state).expanduser().resolve()
-            if env_state
-            else self.path_at("harness", "state_dir") or default_state_dir()
-        )
+        if state_dir is not None:
+            state = _given(state_dir)
+        elif env_state:
+            state = _given(env_state)
+        else:
+            state = self.path_at("harness", "state_dir") or default_state_dir()
         policies = (
-            Path(policy_dir).expanduser().resolve()
+            _given(policy_dir)
             if policy_dir is not None
             else self.path_at("policy_dir") or BUNDLED_POLICIES
         )
@@ -368,6 +367,11 @@ class _Builder:
                         "which a sandbox must never see",
                         at,
                     )
+
+
+def _given(path: Path | str) -> Path:
+    """A path from the command line or the environment: relative to the cwd."""
+    return Path(path).expanduser().resolve()
 
 
 def _present(
