@@ -30,6 +30,7 @@ import yaml
 from janus_policy import documents
 from janus_policy.documents import did_you_mean, pointer
 from janus_policy.errors import InputError
+from janus_policy.execution.sandbox import DEFAULT_PATH
 from janus_policy.policy.command import parse_command
 
 if TYPE_CHECKING:
@@ -117,9 +118,9 @@ class Tool(ABC):
                 "T002", f"command: the {self.name} tool takes args, not a command", "command"
             )
         args = proposal.get("args", {})
-        errors = sorted(self._validator.iter_errors(args), key=lambda e: list(e.absolute_path))
-        if errors:
-            raise _args_error(errors[0])
+        error = jsonschema.exceptions.best_match(self._validator.iter_errors(args))
+        if error is not None:
+            raise _args_error(error)
         return dict(args)
 
 
@@ -138,10 +139,15 @@ def _args_error(err: jsonschema.ValidationError) -> ToolError:
 
 
 def _program(configured: str, where: str) -> tuple[str, list[Path]]:
-    """The host path of a configured program, and the dir to bind so the
-    sandbox (which shows only /usr) can run it. Absent or not executable is
-    an error that says which setting to fix."""
-    found = configured if "/" in configured else shutil.which(configured)
+    """The host path of a configured program (a bare name is looked up on
+    the sandbox's PATH, then the host's), and the dir to bind so the sandbox
+    (which shows only /usr) can run it. Absent or not executable is an error
+    that says which setting to fix."""
+    found = (
+        configured
+        if "/" in configured
+        else shutil.which(configured, path=DEFAULT_PATH) or shutil.which(configured)
+    )
     if found is None:
         raise ToolError("T040", f"{where}: {configured!r} is not found on PATH", where)
     path = Path(found).resolve()
