@@ -12,10 +12,17 @@ from janus_policy import documents
 from janus_policy.cli._common import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, add_format, print_json
 from janus_policy.policy.evaluate import PolicyEngine
 from janus_policy.policy.lint import Finding, lint
-from janus_policy.policy.load import PolicyError, load_policy
+from janus_policy.policy.load import BUNDLED_POLICIES, PolicyError, load_policy
+from janus_policy.policy.sarif import sarif_log
 from janus_policy.policy.testing import TestResult, read_test_file, run_inline_tests, run_test
 
-DEFAULT_POLICY = Path("policies")
+POLICY_HELP = "policy dir (default: the bundled policies)"
+
+
+def _count(text: str) -> int:
+    if not text.isdecimal():
+        raise argparse.ArgumentTypeError(f"expected a whole number 0 or more, not {text!r}")
+    return int(text)
 
 
 def register(verbs: Any) -> None:
@@ -25,17 +32,21 @@ def register(verbs: Any) -> None:
         description="Lint rule sets. Exit 0 clean, 1 findings, 2 usage or unreadable input.",
     )
     check.add_argument(
-        "paths", nargs="*", type=Path, help="policy dirs or files (default: policies)"
+        "paths",
+        nargs="*",
+        type=Path,
+        default=[BUNDLED_POLICIES],
+        help="policy dirs or files (default: the bundled policies)",
     )
-    add_format(check)
+    add_format(check, "text", "json", "sarif")
     check.add_argument("--strict", action="store_true", help="warnings count as findings")
-    check.add_argument("--max-errors", type=int, metavar="N", help="print at most N findings")
+    check.add_argument("--max-errors", type=_count, metavar="N", help="print at most N findings")
     check.set_defaults(handler=run_check)
 
     ev: argparse.ArgumentParser = verbs.add_parser(
         "eval", help="decide one proposal and explain the decision"
     )
-    ev.add_argument("--policy", type=Path, default=DEFAULT_POLICY, help="policy dir")
+    ev.add_argument("--policy", type=Path, default=BUNDLED_POLICIES, help=POLICY_HELP)
     ev.add_argument("--proposal", default="-", help="proposal file (JSON or YAML), - for stdin")
     ev.add_argument("--mode", choices=("alpha", "beta"), default="beta")
     add_format(ev)
@@ -44,7 +55,7 @@ def register(verbs: Any) -> None:
     test: argparse.ArgumentParser = verbs.add_parser(
         "test", help="run the policy's inline tests and test files"
     )
-    test.add_argument("--policy", type=Path, default=DEFAULT_POLICY, help="policy dir")
+    test.add_argument("--policy", type=Path, default=BUNDLED_POLICIES, help=POLICY_HELP)
     test.add_argument("files", nargs="*", type=Path, help="test files (YAML lists of cases)")
     test.add_argument("--coverage", action="store_true", help="list rules no test exercises")
     add_format(test)
@@ -60,13 +71,15 @@ def _engine(path: Path) -> PolicyEngine:
 
 def run_check(args: argparse.Namespace) -> int:
     findings: list[Finding] = []
-    for path in args.paths or [DEFAULT_POLICY]:
+    for path in args.paths:
         findings.extend(lint(path))
     errors = [f for f in findings if f.severity == "error"]
     unreadable = any(f.code == "E000" for f in findings)
     shown = findings[: args.max_errors] if args.max_errors is not None else findings
     if args.format == "json":
         print_json({"findings": [f.to_dict() for f in shown], "errors": len(errors)})
+    elif args.format == "sarif":
+        print_json(sarif_log(shown, successful=not unreadable))
     else:
         for f in shown:
             print(f)

@@ -1,7 +1,8 @@
 """`check`: every finding about a policy, as `path:line:col: CODE message`.
 
 Errors (the policy cannot be used, or a test fails) and warnings (it can, but
-something is probably wrong) are distinguished by severity.
+something is probably wrong) are distinguished by severity. CODES lists every
+code a finding can carry, for the guide, SARIF rules and tools.
 """
 
 from __future__ import annotations
@@ -16,6 +17,54 @@ from janus_policy.errors import InputError, Location
 from janus_policy.policy.evaluate import NUMERIC_LIMITS, PolicyEngine, Settings
 from janus_policy.policy.load import DECISIONS, PolicyError, Rule, load_policy
 from janus_policy.policy.testing import run_inline_tests
+
+
+@dataclass(frozen=True)
+class Code:
+    """One kind of finding: its stable code, a short name and what it means."""
+
+    code: str
+    name: str
+    severity: str  # "error" or "warning"
+    description: str
+
+
+#: Every code `lint` can emit (reading, schema, semantics, tests, warnings), in order.
+CODES: tuple[Code, ...] = (
+    Code("E000", "UnreadableInput", "error", "A file or directory cannot be read."),
+    Code("E001", "InvalidYaml", "error", "The file is not valid YAML."),
+    Code("E002", "SeveralDocuments", "error", "The file holds more than one YAML document."),
+    Code("E003", "NonStringKey", "error", "A mapping key is not a string."),
+    Code("E004", "DuplicateKey", "error", "A mapping has the same key twice."),
+    Code("E005", "TooDeep", "error", "The document is nested too deeply."),
+    Code("E006", "TooLarge", "error", "The file is larger than the loader accepts."),
+    Code("E100", "SchemaViolation", "error", "A value breaks the policy schema."),
+    Code("E101", "UnknownKey", "error", "A key the policy schema does not know."),
+    Code("E102", "MissingKey", "error", "A required key is missing."),
+    Code("E103", "NotAllowedValue", "error", "A value is not one of the allowed values."),
+    Code("E104", "NoMatchingForm", "error", "A value matches none of the allowed forms."),
+    Code("P100", "NoRuleSets", "error", "The policy directory has no rule-set files."),
+    Code("P101", "DuplicateRuleId", "error", "Two rules share an id."),
+    Code("P102", "InvalidRegex", "error", "A `matches` pattern is not a valid regular expression."),
+    Code("P103", "NotARiskLevel", "error", "A risk comparison names an unknown risk level."),
+    Code("P104", "DuplicateRuleSet", "error", "Two files define the same rule set."),
+    Code(
+        "P105",
+        "ShadowedBySameCondition",
+        "error",
+        "A rule can never decide: a stricter rule has the same condition.",
+    ),
+    Code(
+        "P106",
+        "ShadowedByBroaderCondition",
+        "error",
+        "A rule can never decide: a stricter rule has a broader condition.",
+    ),
+    Code("P110", "FailingInlineTest", "error", "An inline test does not get its expected result."),
+    Code("W201", "EmptyRuleSet", "warning", "A rule set has no rules."),
+    Code("W203", "LimitAboveMaximum", "warning", "A rule's limit is above the global maximum."),
+)
+CODE_INDEX: dict[str, int] = {c.code: i for i, c in enumerate(CODES)}
 
 
 @dataclass(frozen=True)
@@ -36,12 +85,9 @@ class Finding:
         return {"severity": self.severity, **self.error.to_dict()}
 
 
-def _error(code: str, message: str, where: Location, field: str = "") -> Finding:
-    return Finding("error", InputError(code, message, where, field))
-
-
-def _warning(code: str, message: str, where: Location, field: str = "") -> Finding:
-    return Finding("warning", InputError(code, message, where, field))
+def _finding(code: str, message: str, where: Location, field: str = "") -> Finding:
+    """A finding with its code's severity."""
+    return Finding(CODES[CODE_INDEX[code]].severity, InputError(code, message, where, field))
 
 
 def lint(path: Path, settings: Settings | None = None) -> list[Finding]:
@@ -54,14 +100,14 @@ def lint(path: Path, settings: Settings | None = None) -> list[Finding]:
     for rs in policy.rulesets:
         if not rs.rules:
             found.append(
-                _warning("W201", f"rule set {rs.name!r} has no rules", rs.document.location(()))
+                _finding("W201", f"rule set {rs.name!r} has no rules", rs.document.location(()))
             )
         for rule in rs.rules:
             for k in NUMERIC_LIMITS:
                 ceiling = settings.limits.get(k)
                 if k in rule.limits and ceiling is not None and rule.limits[k] > ceiling:
                     found.append(
-                        _warning(
+                        _finding(
                             "W203",
                             f"rule {rule.id!r}: {k} {rule.limits[k]} is above the global maximum "
                             f"{ceiling}; the maximum applies",
@@ -75,7 +121,7 @@ def lint(path: Path, settings: Settings | None = None) -> list[Finding]:
         for result in run_inline_tests(engine):
             if not result.passed:
                 found.append(
-                    _error(
+                    _finding(
                         "P110",
                         f"inline test {result.name!r} fails: {result.explain()}",
                         result.location,
@@ -109,7 +155,7 @@ def _overridden(rules: Sequence[Rule]) -> list[Finding]:
             if DECISIONS.index(stricter) > DECISIONS.index(decision):
                 same = "the same condition as" if theirs == mine else "a broader condition in"
                 found.append(
-                    _error(
+                    _finding(
                         "P105" if theirs == mine else "P106",
                         f"rule {rule.id!r} ({decision}) can never decide: {same} "
                         f"{other.id!r} ({stricter}) at {other.location} always wins",
