@@ -93,8 +93,12 @@ def submit_to_start(root: Path, n: int, pace_s: float) -> list[float]:
     ids = []
     try:
         for i in range(n):
-            proposal = {"tool": "shell", "action_type": "analysis", "risk": "low",
-                        "command": ["echo", f"bench {i}"]}  # fmt: skip
+            proposal = {
+                "tool": "shell",
+                "action_type": "analysis",
+                "risk": "low",
+                "command": ["echo", f"bench {i}"],
+            }
             ids.append(lc.submit(proposal, source="bench").id)
             os.kill(daemon.pid, control.SIG_WAKE)
             time.sleep(pace_s)
@@ -126,8 +130,12 @@ def stop_latency(root: Path, sandboxes: int) -> tuple[float, float]:
     lc = Lifecycle.open(config)
     try:
         for i in range(sandboxes):
-            sleeper = {"tool": "sleeper", "action_type": "analysis", "risk": "low",
-                       "args": {"seconds": 60 + i}}  # fmt: skip
+            sleeper = {
+                "tool": "sleeper",
+                "action_type": "analysis",
+                "risk": "low",
+                "args": {"seconds": 60 + i},
+            }
             lc.submit(sleeper, source="bench")
         os.kill(daemon.pid, control.SIG_WAKE)
 
@@ -166,11 +174,15 @@ def main() -> None:
     p50, p95 = pct(latencies, 0.5) * 1000, pct(latencies, 0.95) * 1000
     print(f"daemon latency: one run, {args.proposals} proposals, one every {args.pace_ms:g} ms")
     print(f"  sandbox spawn of `true` (floor)  p50 {f50:7.1f} ms")
-    print(f"  submit → execution start         p50 {p50:7.1f} ms ({p50 / f50:.1f}× the spawn)"
-          f"   p95 {p95:7.1f} ms   [{'PASS' if p50 <= 150 else 'MISS'} p50 ≤ 150 ms]")  # fmt: skip
-    print(f"  emergency stop → 8 sandboxes gone     {gone * 1000:7.1f} ms"
-          f"   ({recorded * 1000:.0f} ms until recorded as killed)"
-          f"   [{'PASS' if gone <= 1 else 'MISS'} ≤ 1 s]")  # fmt: skip
+    print(
+        f"  submit → execution start         p50 {p50:7.1f} ms ({p50 / f50:.1f}x the spawn)"
+        f"   p95 {p95:7.1f} ms   [{'PASS' if p50 <= 150 else 'MISS'} p50 ≤ 150 ms]"
+    )
+    print(
+        f"  emergency stop → 8 sandboxes gone     {gone * 1000:7.1f} ms"
+        f"   ({recorded * 1000:.0f} ms until recorded as killed)"
+        f"   [{'PASS' if gone <= 1 else 'MISS'} ≤ 1 s]"
+    )
 
 
 if __name__ == "__main__":

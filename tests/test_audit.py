@@ -507,7 +507,7 @@ def test_bad_input_exits_2(
 
 @pytest.mark.parametrize(
     "argv",
-    [["audit", "tail", "-n", "-3", "x"], ["audit", "verify", "x", "--state-dir", "y"]],
+    [["audit", "tail", "-n", "-3", "x"], ["audit", "verify", "--format", "xml"]],
 )
 def test_usage_errors_exit_2(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as e:

@@ -9,11 +9,20 @@ import sys
 from collections.abc import Sequence
 
 from janus_policy import __version__
-from janus_policy.cli import audit, policy, sandbox, schema, simulate
+from janus_policy.cli import (
+    audit,
+    daemon,
+    emergency,
+    policy,
+    proposals,
+    sandbox,
+    schema,
+    simulate,
+)
 from janus_policy.cli._common import EXIT_USAGE, fail
 from janus_policy.errors import JanusError
 
-GROUPS = (policy, simulate, sandbox, audit, schema)
+GROUPS = (policy, simulate, proposals, daemon, emergency, audit, sandbox, schema)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from typing import Any
 
 from janus_policy.audit import LOG_NAMES, Tail, VerifyResult, log_files, log_of, verify
 from janus_policy.cli._common import EXIT_FINDINGS, EXIT_OK, add_format, print_json
+from janus_policy.cli._state import add_state_options, config_of
 from janus_policy.errors import InputError, Location
 
 #: Fields every record has; the summary of a record shows the others.
@@ -56,15 +56,10 @@ def register(verbs: Any) -> None:
 
 
 def _add_target(p: argparse.ArgumentParser) -> None:
-    target = p.add_mutually_exclusive_group()
-    target.add_argument(
+    p.add_argument(
         "path", nargs="?", type=Path, help="a log file or a state dir (default: the state dir)"
     )
-    target.add_argument(
-        "--state-dir",
-        type=Path,
-        help="the state dir whose logs to read (default: $JANUS_STATE_DIR)",
-    )
+    add_state_options(p)
 
 
 def _count(text: str) -> int:
@@ -76,17 +71,9 @@ def _count(text: str) -> int:
 def _logs(args: argparse.Namespace, *, to_come: bool = False) -> list[Path]:
     """The live files of the logs the arguments name; with `to_come`, every
     log of a state dir, also those not written yet."""
-    if args.path is not None:
-        target: Path = args.path
-    else:
-        env = os.environ.get("JANUS_STATE_DIR")
-        if args.state_dir is None and not env:
-            raise InputError(
-                "E010", "no audit log given: pass PATH or --state-dir, or set JANUS_STATE_DIR"
-            )
-        target = args.state_dir or Path(str(env))
-        if not target.is_dir():
-            raise InputError("E000", "no such state dir", Location(str(target)))
+    target: Path = args.path if args.path is not None else config_of(args).harness.state_dir
+    if not target.exists():
+        raise InputError("E000", "no such log file or state dir", Location(str(target)))
     if target.is_dir():
         logs = [target / name for name in LOG_NAMES if to_come or log_files(target / name)]
         if not logs:

@@ -15,7 +15,7 @@ import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,9 +83,16 @@ class ToolExecutor:
         return out
 
     def execute(
-        self, proposal_id: str, proposal: Mapping[str, Any], decision_limits: Mapping[str, Any]
+        self,
+        proposal_id: str,
+        proposal: Mapping[str, Any],
+        decision_limits: Mapping[str, Any],
+        *,
+        on_start: Callable[[int], None] | None = None,
     ) -> Execution:
-        """Runs the proposal's tool; never raises for a tool or sandbox problem."""
+        """Runs the proposal's tool; never raises for a tool or sandbox problem.
+        `on_start` gets the sandbox's host pid once it runs (the emergency stop
+        kills it by that pid)."""
         try:
             tool = self.registry.get(str(proposal.get("tool")))
         except JanusError as e:
@@ -120,7 +127,10 @@ class ToolExecutor:
                 tmp_size_mb=limits["disk_mb"],
             )
             values = {k: limits[k] for k in LIMIT_KEYS if k in limits}
-            outcome = self.runner.run(argv, profile, make_limits(values))
+            sandbox = self.runner.spawn(argv, profile, make_limits(values))
+            if on_start is not None:
+                on_start(sandbox.pid)
+            outcome = sandbox.wait()
         except (JanusError, OSError) as e:
             return Execution("failed", None, limits, argv, str(e))
         finally:

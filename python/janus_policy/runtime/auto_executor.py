@@ -63,7 +63,12 @@ class AutoExecutor:
         try:
             limits = (record.decision or {}).get("limits") or {}
             try:
-                ex = self.tools.execute(record.id, record.proposal, limits)
+                ex = self.tools.execute(
+                    record.id,
+                    record.proposal,
+                    limits,
+                    on_start=lambda pid: self.lifecycle.running_in(record.id, pid),
+                )
                 status, outcome, error = ex.status, ex.outcome, ex.error
             except Exception as e:  # recorded, never lost: the proposal must leave `running`
                 status, outcome, error = "failed", None, f"{type(e).__name__}: {e}"
