@@ -8,9 +8,10 @@ not Python `re`, is therefore never used.
 This module drives the engine's C extension (`durable_rules_engine`) directly rather than through
 `durable.lang`, whose process-wide host polls every ruleset from two timer threads that no lock of
 ours covers, never frees a ruleset, and catches the exceptions raised in actions. An evaluation
-checks that every atom has a bool value, asserts one fact carrying the true atoms (a false one is
-absent: the engine then only reads what is true), collects the engine's actions (an action only
-records which rule fired, once checked to be on this very fact), and retracts the fact. Each
+checks that every atom has a bool value (`AtomValues`: a byte per atom, in a fixed order of names
+checked once), asserts one fact carrying the true atoms (a false one is absent: the engine then
+only reads what is true), collects the engine's actions (an action only records which rule fired,
+once checked to be on this very fact), and retracts the fact. Each
 evaluation has a key of its own: the engine rejects a fact identical to one still asserted. Any
 failure raises BackendError: never a partial or empty answer.
 
@@ -37,7 +38,7 @@ import itertools
 import json
 import threading
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -83,6 +84,32 @@ class EngineRule:
 
 class BackendError(JanusError):
     """The engine could not build or evaluate a rule set; the caller must fail closed."""
+
+
+class AtomValues(Mapping[str, bool]):
+    """Every atom's truth value as one byte (1 true, 0 false) at the atom's position in `names`.
+
+    `DurableBackend.matching` reads it without looking at each atom by name: it checks a `names`
+    tuple once, so a caller evaluating many facts on the same atoms passes the same tuple each
+    time. Any other mapping is converted to one.
+    """
+
+    __slots__ = ("bits", "names")
+
+    def __init__(self, names: tuple[str, ...], bits: bytes) -> None:
+        self.names = names
+        self.bits = bits
+
+    def __getitem__(self, name: str) -> bool:
+        if name not in self.names:
+            raise KeyError(name)
+        return self.bits[self.names.index(name)] == 1
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
 
 
 # The engine's limits (durable-rules 2.0; tests/test_policy_backend.py checks they still hold).
@@ -259,6 +286,13 @@ class _Ruleset:
     handle: int = 0  # 0: none (freed, or abandoned after a failure)
 
 
+def _as_bits(atoms: Mapping[str, bool]) -> AtomValues:
+    if not set(map(type, atoms.values())) <= {bool}:
+        name, value = next((n, v) for n, v in atoms.items() if type(v) is not bool)
+        raise BackendError(f"atom {name!r}: expected a bool, got {value!r}")
+    return AtomValues(tuple(atoms), bytes(atoms.values()))
+
+
 class DurableBackend:
     """A sequence of rules compiled into durable_rules. Thread-safe; `close()` when done."""
 
@@ -269,6 +303,8 @@ class DurableBackend:
         self._rulesets: list[_Ruleset] = []
         # atom -> (ruleset, the member of its facts' `j` saying the atom is true)
         self._members: dict[str, list[tuple[int, str]]] = {}
+        # The last checked `AtomValues.names`, and the members of each of its atoms.
+        self._checked: tuple[tuple[str, ...], tuple[list[tuple[int, str]], ...]] | None = None
         for network in _networks(rules):
             ruleset = _Ruleset(
                 network.definition(),
@@ -308,7 +344,7 @@ class DurableBackend:
         Every atom the rules use must have a value, and every value must be a bool. Raises
         BackendError, never a partial or empty answer, on a bad value or any engine failure.
         """
-        true = self._true_members(atoms)
+        true = self._true_members(atoms if type(atoms) is AtomValues else _as_bits(atoms))
         hits: set[int] = set()
         with _ENGINE_LOCK:
             if self._unusable:
@@ -326,21 +362,34 @@ class DurableBackend:
                     raise
         return [self._rule_ids[index] for index in sorted(hits)]
 
-    def _true_members(self, atoms: Mapping[str, bool]) -> list[list[str]]:
+    def _true_members(self, atoms: AtomValues) -> list[list[str]]:
         """For each ruleset, the members of its fact's `j`: one per true atom."""
-        # Checked wholesale first: this runs for every decision, over every atom of a policy.
-        if not set(map(type, atoms.values())) <= {bool}:
-            name, value = next((n, v) for n, v in atoms.items() if type(v) is not bool)
-            raise BackendError(f"atom {name!r}: expected a bool, got {value!r}")
-        if not atoms.keys() >= self._members.keys():
-            raise BackendError(
-                f"atoms without a value: {sorted(self._members.keys() - atoms.keys())}"
-            )
+        names, bits = atoms.names, atoms.bits
+        members = self._members_of(names)
+        # Checked wholesale: this runs for every decision, over every atom of a policy.
+        if type(bits) is not bytes or len(bits) != len(names) or bits.translate(None, b"\0\1"):
+            raise BackendError(f"atom values: expected {len(names)} bytes, each 0 or 1")
         true: list[list[str]] = [[] for _ in self._rulesets]
-        for name in itertools.compress(atoms, atoms.values()):
-            for index, member in self._members.get(name, ()):
+        for atom_members in itertools.compress(members, bits):
+            for index, member in atom_members:
                 true[index].append(member)
         return true
+
+    def _members_of(self, names: tuple[str, ...]) -> tuple[list[tuple[int, str]], ...]:
+        """The members saying each atom of `names` is true, once `names` is known to name every
+        atom the rules use, each once."""
+        checked = self._checked  # one read: other threads may replace it
+        if checked is not None and checked[0] is names:
+            return checked[1]
+        if type(names) is not tuple or len(set(names)) != len(names):
+            raise BackendError(f"atom names: expected a tuple of distinct names: {names!r}")
+        if not self._members.keys() <= set(names):
+            raise BackendError(
+                f"atoms without a value: {sorted(self._members.keys() - set(names))}"
+            )
+        members = tuple(self._members.get(name, []) for name in names)
+        self._checked = (names, members)
+        return members
 
     @staticmethod
     def _evaluate(ruleset: _Ruleset, fact: str, hits: set[int]) -> None:

@@ -15,23 +15,25 @@ import posixpath
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from typing import Any
 
-from janus_policy.policy.backend import All, AnyOf, Atom, EngineRule, Expr, Not
+from janus_policy.policy.backend import All, AnyOf, Atom, AtomValues, EngineRule, Expr, Not
 from janus_policy.policy.load import RISKS, Policy, Rule
 
 #: One fact: the proposal's fields, and `argv` (None when it has no command).
 Fact = Mapping[str, Any]
 Predicate = Callable[[Fact], bool]
+#: (position of an atom, its predicate)
+Test = tuple[int, Predicate]
 
 _ABSENT = object()
 
 
-def lookup(fact: Fact, name: str) -> Any:
-    """A proposal field by dotted name (`args.path`), or _ABSENT."""
+def lookup(fact: Fact, path: Sequence[str]) -> Any:
+    """A proposal field by its dotted name split (`args.path`: ("args", "path")), or _ABSENT."""
     value: Any = fact
-    for part in name.split("."):
+    for part in path:
         if not isinstance(value, Mapping) or part not in value:
             return _ABSENT
         value = value[part]
@@ -48,32 +50,35 @@ def _ordered(name: str, value: Any) -> float | None:
 
 
 def field_predicate(leaf: Mapping[str, Any]) -> Predicate:
+    """A field test other than `equals` and `in` (those are indexed: `CompiledPolicy`)."""
     name = leaf["field"]
+    path = tuple(name.split("."))
     op, arg = next((k, v) for k, v in leaf.items() if k != "field")
     if op == "exists":
-        return lambda f: (lookup(f, name) is not _ABSENT) == arg
-    if op == "equals":
-        return lambda f: _same(lookup(f, name), arg)
-    if op == "in":
-        return lambda f: any(_same(lookup(f, name), a) for a in arg)
+        return lambda f: (lookup(f, path) is not _ABSENT) == arg
     if op == "not_in":
-        return lambda f: (v := lookup(f, name)) is not _ABSENT and not any(_same(v, a) for a in arg)
+        return lambda f: (v := lookup(f, path)) is not _ABSENT and not any(_same(v, a) for a in arg)
     if op == "matches":
         rx = re.compile(arg)
-        return lambda f: isinstance(v := lookup(f, name), str) and rx.fullmatch(v) is not None
+        return lambda f: isinstance(v := lookup(f, path), str) and rx.fullmatch(v) is not None
     bound = _ordered(name, arg)
     if bound is None:
         return lambda f: False
     if op == "at_least":
-        return lambda f: (x := _ordered(name, lookup(f, name))) is not None and x >= bound
+        return lambda f: (x := _ordered(name, lookup(f, path))) is not None and x >= bound
     if op == "at_most":
-        return lambda f: (x := _ordered(name, lookup(f, name))) is not None and x <= bound
+        return lambda f: (x := _ordered(name, lookup(f, path))) is not None and x <= bound
     raise ValueError(f"unknown field test {op!r}")
 
 
 def _same(value: Any, expected: Any) -> bool:
     # True == 1 in Python; a policy saying `equals: 1` must not match `true`.
     return type(value) is type(expected) and value == expected
+
+
+def _key(value: Any) -> tuple[type, Any]:
+    """A value as `_same` compares it, as a dict key: the same values have equal keys."""
+    return type(value), value
 
 
 @lru_cache(maxsize=1024)
@@ -97,23 +102,34 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out))
 
 
-def _path_matches(arg: str, globs: Sequence[str]) -> bool:
-    """Absolute globs match absolute paths, normalized first (so
-    `/work/../etc/shadow` is judged as `/etc/shadow`); relative globs match
-    relative paths (the work dir's), never one that climbs out with `..`."""
-    if arg.startswith("/"):
-        path = posixpath.normpath(arg)
-        return any(glob_regex(g).fullmatch(path) for g in globs if g.startswith("/"))
-    if ".." in arg.split("/"):
-        return False
-    return any(glob_regex(g).fullmatch(arg) for g in globs if not g.startswith("/"))
+def _any_glob(globs: Sequence[str]) -> re.Pattern[str] | None:
+    """One pattern matching a whole string when one of the globs does (None: no glob). A glob's
+    pattern has no group, anchor or flag, so their alternation fully matches exactly the strings
+    one of them fully matches."""
+    return re.compile("|".join(glob_regex(g).pattern for g in globs)) if globs else None
 
 
-def _token_matches(token: str, pattern: str | Sequence[str], first: bool) -> bool:
-    options = [pattern] if isinstance(pattern, str) else list(pattern)
-    if "*" in options:
-        return True
-    return token in options or (first and posixpath.basename(token) in options)
+def path_test(globs: Sequence[str]) -> Callable[[str], bool]:
+    """Absolute globs match absolute paths, normalized first (so `/work/../etc/shadow` is
+    judged as `/etc/shadow`); relative globs match relative paths (the work dir's), never one
+    that climbs out with `..`."""
+    absolute = _any_glob([g for g in globs if g.startswith("/")])
+    relative = _any_glob([g for g in globs if not g.startswith("/")])
+
+    def test(arg: str) -> bool:
+        if arg.startswith("/"):
+            return absolute is not None and absolute.fullmatch(posixpath.normpath(arg)) is not None
+        if ".." in arg.split("/"):
+            return False
+        return relative is not None and relative.fullmatch(arg) is not None
+
+    return test
+
+
+def _options(pattern: str | Sequence[str]) -> frozenset[str] | None:
+    """The tokens a prefix position allows; None when it allows any (`*`)."""
+    options = frozenset([pattern] if isinstance(pattern, str) else pattern)
+    return None if "*" in options else options
 
 
 def _has_flag(args: Sequence[str], flag: str) -> bool:
@@ -128,26 +144,30 @@ def _has_flag(args: Sequence[str], flag: str) -> bool:
 
 
 def command_predicate(spec: Mapping[str, Any]) -> Predicate:
-    prefix: list[str | list[str]] = spec.get("argv", [])
+    prefix = [_options(p) for p in spec.get("argv", [])]
     flags: list[str] = spec.get("flags", [])
-    paths: list[str] | None = spec.get("paths")
-    any_path: list[str] | None = spec.get("any_path")
+    paths = path_test(spec["paths"]) if "paths" in spec else None
+    any_path = path_test(spec["any_path"]) if "any_path" in spec else None
 
     def test(fact: Fact) -> bool:
         argv = fact.get("argv")
         if not argv or len(argv) < len(prefix):
             return False
-        if not all(
-            _token_matches(t, p, i == 0) for i, (t, p) in enumerate(zip(argv, prefix, strict=False))
-        ):
-            return False
+        for i, (token, options) in enumerate(zip(argv, prefix, strict=False)):
+            # The program matches by its basename too.
+            if not (
+                options is None
+                or token in options
+                or (i == 0 and posixpath.basename(token) in options)
+            ):
+                return False
         rest = argv[max(len(prefix), 1) :]
         if flags and not any(_has_flag(rest, fl) for fl in flags):
             return False
         operands = [a for a in rest if not a.startswith("-")]
-        if paths is not None and not all(_path_matches(a, paths) for a in operands):
+        if paths is not None and not all(map(paths, operands)):
             return False
-        return any_path is None or any(_path_matches(a, any_path) for a in operands)
+        return any_path is None or any(map(any_path, operands))
 
     return test
 
@@ -155,47 +175,68 @@ def command_predicate(spec: Mapping[str, Any]) -> Predicate:
 @dataclass(frozen=True)
 class CompiledPolicy:
     policy: Policy
-    #: Atoms evaluated one by one.
-    atoms: dict[str, Predicate]
-    #: `field equals value` atoms, indexed: field → (type, value) → atom names.
-    #: One lookup settles all of a field's equality tests, however many rules
-    #: test it (a policy of 500 `tool equals …` rules costs one dict lookup).
-    equalities: dict[str, dict[tuple[str, Any], list[str]]]
+    #: Every atom, in the order of `atom_values`' bits.
+    atoms: tuple[str, ...]
+    #: Atoms evaluated one by one, on every fact.
+    tests: tuple[Test, ...]
+    #: `equals` and `in` atoms, indexed: (field path, `_key` of a value → the atoms that value
+    #: makes true). One lookup settles all of a field's equality tests, however many rules
+    #: make one (a policy of 500 `tool equals …` rules costs one dict lookup).
+    equalities: tuple[tuple[tuple[str, ...], dict[tuple[type, Any], tuple[int, ...]]], ...]
+    #: Command atoms whose argv prefix names the program, by each name it allows: an argv whose
+    #: first token (or its basename) is none of them fails the atom, which is then not evaluated.
+    programs: dict[str, tuple[Test, ...]]
     rules: tuple[EngineRule, ...]
     by_id: dict[str, Rule]
 
-    @cached_property
-    def _all_false(self) -> dict[str, bool]:
-        return {n: False for index in self.equalities.values() for ns in index.values() for n in ns}
-
-    def atom_values(self, fact: Fact) -> dict[str, bool]:
-        values = {name: bool(pred(fact)) for name, pred in self.atoms.items()}
-        values.update(self._all_false)
-        for name, index in self.equalities.items():
-            v = lookup(fact, name)
-            if v is not _ABSENT and isinstance(v, str | int | float | bool):
-                values.update(dict.fromkeys(index.get((type(v).__name__, v), ()), True))
-        return values
+    def atom_values(self, fact: Fact) -> AtomValues:
+        bits = bytearray(len(self.atoms))
+        for position, test in self.tests:
+            if test(fact):
+                bits[position] = 1
+        for path, index in self.equalities:
+            v = lookup(fact, path)
+            if isinstance(v, str | int | float | bool):  # what a policy compares with
+                for position in index.get(_key(v), ()):
+                    bits[position] = 1
+        argv = fact.get("argv")
+        if argv:
+            program = argv[0]
+            candidates = self.programs.get(program, ())
+            if (name := posixpath.basename(program)) != program:
+                candidates += self.programs.get(name, ())
+            for position, test in candidates:
+                if test(fact):
+                    bits[position] = 1
+        return AtomValues(self.atoms, bytes(bits))
 
 
 def compile_policy(policy: Policy) -> CompiledPolicy:
-    atoms: dict[str, Predicate] = {}
-    equalities: dict[str, dict[tuple[str, Any], list[str]]] = {}
-    keys: dict[str, str] = {}
+    keys: dict[str, Atom] = {}
+    tests: list[Test] = []
+    equalities: dict[str, dict[tuple[type, Any], list[int]]] = {}
+    programs: dict[str, list[Test]] = {}
 
     def atom(leaf: Mapping[str, Any]) -> Atom:
         key = json.dumps(leaf, sort_keys=True)
-        if key not in keys:
-            name = keys[key] = f"a{len(keys)}"
-            if "command" in leaf:
-                atoms[name] = command_predicate(leaf["command"])
-            elif "equals" in leaf:
-                v = leaf["equals"]
-                index = equalities.setdefault(leaf["field"], {})
-                index.setdefault((type(v).__name__, v), []).append(name)
-            else:
-                atoms[name] = field_predicate(leaf)
-        return Atom(keys[key])
+        if key in keys:
+            return keys[key]
+        position = len(keys)
+        if "command" in leaf:
+            test = (position, command_predicate(leaf["command"]))
+            first = _options(leaf["command"]["argv"][0]) if leaf["command"].get("argv") else None
+            for name in first or ():
+                programs.setdefault(name, []).append(test)
+            if first is None:
+                tests.append(test)
+        elif "equals" in leaf or "in" in leaf:
+            index = equalities.setdefault(leaf["field"], {})
+            for value in [leaf["equals"]] if "equals" in leaf else leaf["in"]:
+                index.setdefault(_key(value), []).append(position)
+        else:
+            tests.append((position, field_predicate(leaf)))
+        keys[key] = Atom(f"a{position}")
+        return keys[key]
 
     def expr(cond: Mapping[str, Any]) -> Expr:
         if "all" in cond:
@@ -207,4 +248,15 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
         return atom(cond)
 
     rules = tuple(EngineRule(r.id, expr(r.when)) for r in policy.rules)
-    return CompiledPolicy(policy, atoms, equalities, rules, {r.id: r for r in policy.rules})
+    return CompiledPolicy(
+        policy,
+        tuple(a.name for a in keys.values()),
+        tuple(tests),
+        tuple(
+            (tuple(name.split(".")), {k: tuple(ps) for k, ps in index.items()})
+            for name, index in equalities.items()
+        ),
+        {name: tuple(ts) for name, ts in programs.items()},
+        rules,
+        {r.id: r for r in policy.rules},
+    )
