@@ -25,6 +25,8 @@ from janus_policy.errors import JanusError
 from janus_policy.proposals.states import STATES, Conflict, check
 
 DB_NAME = "janus.db"
+#: How long a writer waits for another process's transaction before giving up.
+BUSY_TIMEOUT_S = 10.0
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: proposals, their transitions (with the audit high-water mark), budgets.
@@ -300,13 +302,16 @@ class Store:
     """The proposals of one state dir. Safe to share between threads (calls
     are serialized); any number of processes may open the same file."""
 
-    def __init__(self, state_dir: Path | str, *, timeout_s: float = 10.0) -> None:
+    def __init__(self, state_dir: Path | str, *, timeout_s: float | None = None) -> None:
         self.path = Path(state_dir) / DB_NAME
         self._lock = threading.RLock()
         try:
             Path(state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
             self._db = sqlite3.connect(
-                self.path, timeout=timeout_s, isolation_level=None, check_same_thread=False
+                self.path,
+                timeout=BUSY_TIMEOUT_S if timeout_s is None else timeout_s,
+                isolation_level=None,
+                check_same_thread=False,
             )
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode = WAL")
