@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import fastjsonschema
 import jsonschema
 import yaml
 from referencing import Registry, Resource
@@ -159,6 +161,64 @@ def _registry() -> Registry[Any]:
 def validator(name: str) -> jsonschema.Draft202012Validator:
     """A ready validator for one of the package's schemas (built once)."""
     return jsonschema.Draft202012Validator(schema(name), registry=_registry())
+
+
+#: Schemas checked on a hot path (every proposal evaluated), so also compiled to Python code,
+#: which checks a proposal about ten times faster. For these schemas, on plain JSON data, the
+#: compiled code accepts only what `validator` accepts (their keywords mean the same to both;
+#: tests/test_policy_fast_paths.py compares the two). It is stricter at one edge (its `$` does
+#: not match before a final newline) and takes a tuple for an array: so only its yes on plain
+#: JSON data is final, and `validator` judges everything else.
+_COMPILED = frozenset({"proposal"})
+_PLAIN_JSON = frozenset({dict, list, str, int, float, bool, type(None)})
+
+
+@cache
+def _compiled(name: str) -> Callable[[Any], Any]:
+    def by_id(uri: str) -> Any:  # references resolve among the package's schemas only
+        return _registry().contents(uri)
+
+    return fastjsonschema.compile(
+        schema(name),
+        handlers={"http": by_id, "https": by_id, "file": by_id},
+        use_default=False,  # never fill in defaults: validation must not change the document
+        use_formats=False,  # `validator` does not assert formats either
+        detailed_exceptions=False,
+    )
+
+
+def _plain_json(data: Any) -> bool:
+    """Only what json.loads gives: its types, string keys, no object met twice (so no cycle)."""
+    pending, seen = [data], set()
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if kind not in _PLAIN_JSON:
+            return False
+        if kind is dict or kind is list:
+            if id(item) in seen:
+                return False
+            seen.add(id(item))
+            if kind is list:
+                pending.extend(item)
+            elif all(type(k) is str for k in item):
+                pending.extend(item.values())
+            else:
+                return False
+    return True
+
+
+def is_valid(name: str, data: Any) -> bool:
+    """Whether `data` is valid under one of the package's schemas: exactly what
+    `validator(name).is_valid` says, sooner for the schemas in _COMPILED."""
+    if name in _COMPILED and _plain_json(data):
+        try:
+            _compiled(name)(data)
+        except fastjsonschema.JsonSchemaException:
+            pass
+        else:
+            return True
+    return validator(name).is_valid(data)
 
 
 def schema_names() -> list[str]:

@@ -118,7 +118,7 @@ class PolicyEngine:
         )
 
     def _evaluate(self, proposal: Mapping[str, Any], mode: str, start: float) -> Decision:
-        if not documents.validator("proposal").is_valid(proposal):
+        if not documents.is_valid("proposal", proposal):
             doc = documents.Document("<proposal>", dict(proposal))
             problem = documents.validation_errors(doc, "proposal")[0]
             return self._deny(
