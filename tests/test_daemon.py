@@ -67,19 +67,22 @@ class Env:
         result: dict[str, Any] = json.loads(out.stdout)
         return result
 
+    def daemon_argv(self, *extra: str) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "janus_policy",
+            "daemon",
+            "run",
+            "--config",
+            str(self.config),
+            *extra,
+        ]
+
     def start(self, *extra: str) -> subprocess.Popen[bytes]:
         log = (self.root / "daemon.log").open("ab")
         p = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "janus_policy",
-                "daemon",
-                "run",
-                "--config",
-                str(self.config),
-                *extra,
-            ],
+            self.daemon_argv(*extra),
             stdout=log,
             stderr=log,
         )
@@ -199,16 +202,7 @@ def test_until_idle_and_no_daemon(env: Env) -> None:
     r = env.submit(LS)
     assert r["state"] == "approved"
     out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "janus_policy",
-            "daemon",
-            "run",
-            "--config",
-            str(env.config),
-            "--until-idle",
-        ],
+        env.daemon_argv("--until-idle"),
         capture_output=True,
         timeout=120,
         check=False,
