@@ -370,9 +370,11 @@ class DurableBackend:
         if type(bits) is not bytes or len(bits) != len(names) or bits.translate(None, b"\0\1"):
             raise BackendError(f"atom values: expected {len(names)} bytes, each 0 or 1")
         true: list[list[str]] = [[] for _ in self._rulesets]
-        for atom_members in itertools.compress(members, bits):
-            for index, member in atom_members:
+        position = bits.find(1)  # a search in C: most atoms are false
+        while position >= 0:
+            for index, member in members[position]:
                 true[index].append(member)
+            position = bits.find(1, position + 1)
         return true
 
     def _members_of(self, names: tuple[str, ...]) -> tuple[list[tuple[int, str]], ...]:
