@@ -115,13 +115,7 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """The main job. The daemon (`janus-policy daemon run`) does not exist yet;
-    until it does, the sandbox self-test stands in for the daemon demo."""
+    """The main job: `janus-policy demo`, a real daemon on the bundled policies
+    fed by a scripted agent, then a report; arguments after `--` go to it."""
     install_project(session)
-    notice = (
-        "NOTE: the daemon demo is not built yet; this is the sandbox self-test "
-        "(`janus-policy sandbox selftest`) standing in for it."
-    )
-    session.log(notice)
-    session.run("janus-policy", "sandbox", "selftest", *session.posargs)
-    session.log(notice)
+    session.run("janus-policy", "demo", *session.posargs)

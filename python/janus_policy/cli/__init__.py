@@ -12,6 +12,7 @@ from janus_policy import __version__
 from janus_policy.cli import (
     audit,
     daemon,
+    demo,
     emergency,
     policy,
     proposals,
@@ -22,7 +23,7 @@ from janus_policy.cli import (
 from janus_policy.cli._common import EXIT_USAGE, fail
 from janus_policy.errors import JanusError
 
-GROUPS = (policy, simulate, proposals, daemon, emergency, audit, sandbox, schema)
+GROUPS = (demo, policy, simulate, proposals, daemon, emergency, audit, sandbox, schema)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -1,0 +1,149 @@
+"""The demo: a real daemon on the bundled policies, fed the bundled proposals
+(`defaults/demo.yaml`) the way an agent would submit them, with an operator
+approving two escalations, and a report of what happened.
+
+Everything in the report is read back from the store, the audit logs and the
+Outcomes of real sandboxed executions; nothing is simulated.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from janus_policy import audit, documents
+from janus_policy.config import load_config
+from janus_policy.errors import InputError, JanusError
+from janus_policy.proposals.lifecycle import Lifecycle
+from janus_policy.proposals.store import Record
+from janus_policy.runtime import control
+
+SCRIPT = Path(__file__).resolve().parent.parent / "defaults" / "demo.yaml"
+CORPUS_LINES = 12_000
+OPERATOR = "operator (demo)"
+
+
+@dataclass
+class Step:
+    shows: str
+    expect: str
+    proposal: dict[str, Any]
+    operator: str | None = None
+    id: str | None = None
+    refused: str | None = None  # why it was not even recorded
+
+
+@dataclass
+class DemoRun:
+    root: Path
+    config: Path
+    state_dir: Path
+    steps: list[Step] = field(default_factory=list)
+    records: dict[str, Record] = field(default_factory=dict)
+    audit_ok: dict[str, bool] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def state(self, step: Step) -> str:
+        return self.records[step.id].state if step.id else "refused"
+
+    @property
+    def surprises(self) -> list[Step]:
+        """Steps that did not end as the script expects."""
+        return [s for s in self.steps if self.state(s) != s.expect]
+
+
+def _config(root: Path) -> Path:
+    (root / "data").mkdir()
+    with (root / "data" / "corpus.txt").open("w") as f:
+        for i in range(1, CORPUS_LINES + 1):
+            f.write(f"line {i}: the quick brown fox jumps over the lazy dog\n")
+    cfg = root / "agent.yaml"
+    cfg.write_text(
+        "# The demo's agent.yaml: the defaults, plus where its files live.\n"
+        f"harness: {{state_dir: {root / 'state'}, work_dir: {root / 'work'}}}\n"
+        "tools:\n"
+        f"  file_chunker: {{read_paths: [{root / 'data'}]}}\n"
+        f"  node_generator: {{working_dir: {root / 'nodes'}}}\n"
+        "  memory_hog:\n"
+        "    description: sorts an endless line; only its memory limit stops it\n"
+        "    command: [sort, /dev/zero]\n"
+        "    limits: {memory_mb: 64, timeout_s: 30}\n"
+    )
+    return cfg
+
+
+def _steps(corpus: Path) -> list[Step]:
+    doc = documents.read(SCRIPT)
+    steps = []
+    for item in doc.data:
+        proposal = dict(item["proposal"])
+        if isinstance(proposal.get("args"), dict) and proposal["args"].get("path") == "{corpus}":
+            proposal["args"] = {**proposal["args"], "path": str(corpus)}
+        steps.append(Step(item["shows"], item["expect"], proposal, item.get("operator")))
+    return steps
+
+
+def _settle(lc: Lifecycle, timeout: float = 120.0) -> None:
+    """Waits until nothing is proposed, approved or running."""
+    deadline = time.monotonic() + timeout
+    while lc.store.proposals(states=("proposed", "approved", "running"), limit=1):
+        if time.monotonic() > deadline:
+            raise JanusError("demo: the daemon did not finish its work in time")
+        time.sleep(0.05)
+
+
+def run_demo(root: Path | None = None) -> DemoRun:
+    began = time.monotonic()
+    if root is None:
+        root = Path(tempfile.mkdtemp(prefix="janus-demo-"))
+    root.chmod(0o755)  # sandboxes (uid 65534 under root) reach their work dirs through it
+    cfg = _config(root)
+    config = load_config(cfg)
+    run = DemoRun(root, cfg, config.harness.state_dir, _steps(root / "data" / "corpus.txt"))
+    lc = Lifecycle.open(config)
+    log = (root / "daemon.log").open("ab")
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "janus_policy", "daemon", "run", "--config", str(cfg)],
+        stdout=log,
+        stderr=log,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while control.daemon_pid(run.state_dir) != daemon.pid:
+            if daemon.poll() is not None or time.monotonic() > deadline:
+                raise JanusError(f"demo: the daemon did not start; see {root / 'daemon.log'}")
+            time.sleep(0.02)
+        # The agent: proposals arrive one by one, each waking the daemon.
+        for step in run.steps:
+            try:
+                step.id = lc.submit(step.proposal, source="agent (demo script)").id
+            except InputError as e:
+                step.refused = f"{e.code} {e.message}"
+                continue
+            os.kill(daemon.pid, control.SIG_WAKE)
+            time.sleep(0.05)
+        _settle(lc)
+        # The operator: approves the escalations the script marks.
+        for step in run.steps:
+            if step.operator == "approve" and step.id:
+                lc.approve(step.id, actor=OPERATOR, note="looked at it: fine to run")
+        os.kill(daemon.pid, control.SIG_WAKE)
+        _settle(lc)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(60)
+        log.close()
+    run.records = {s.id: lc.store.get(s.id) for s in run.steps if s.id}
+    lc.store.close()
+    for name in audit.LOG_NAMES:
+        if (run.state_dir / name).exists():
+            run.audit_ok[name] = audit.verify(run.state_dir / name).ok
+    run.seconds = time.monotonic() - began
+    return run
