@@ -6,6 +6,10 @@ the argvs its command would run). Identical leaves share one atom. A rule's
 condition becomes a boolean expression over atoms (`All`, `AnyOf`, `Not`),
 which the rules engine combines; so regular expressions, argv prefixes and
 globs never meet the engine's own pattern dialect.
+
+Per fact, most atoms need no work: `equals` and `in` tests are looked up by
+the field's value, and a command test is run only when the program is one it
+names. An atom's value is a byte at its position (`AtomValues`).
 """
 
 from __future__ import annotations
