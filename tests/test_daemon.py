@@ -230,6 +230,14 @@ def test_sighup_keeps_the_old_policy_when_the_new_one_is_broken(env: Env) -> Non
     (policy / "p.yaml").write_text("ruleset: p\nrules: [{id: x, when: {nonsense: 1}}]\n")
     daemon.send_signal(signal.SIGHUP)
     wait_for(lambda: "reload_failed" in (env.root / "daemon.log").read_text())
+    failed = next(
+        json.loads(line)
+        for line in (env.root / "daemon.log").read_text().splitlines()
+        if '"reload_failed"' in line
+    )
+    assert failed["kept_digest"].startswith("sha256:")
+    assert failed["refused_files"].startswith("sha256:")
+    assert failed["refused_files"] != failed["kept_digest"]
     assert env.submit(LS)["decision"]["decision"] == "approve"  # still the old policy
     (policy / "p.yaml").write_text(rules.replace("approve", "escalate"))
     daemon.send_signal(signal.SIGHUP)
@@ -278,3 +286,15 @@ def test_kill_9_at_many_points_loses_nothing_and_runs_nothing_twice(env: Env) ->
         path = env.state / name
         if path.exists():
             assert audit.verify(path).ok, audit.verify(path)
+
+
+def test_mode_alpha_runs_only_what_a_human_approved(env: Env) -> None:
+    env.config.write_text(env.config.read_text() + "auto_executor: {enabled: false}\n")
+    env.start()
+    r = env.submit(LS)
+    assert r["state"] == "escalated"
+    assert "mode alpha" in r["reason"]
+    time.sleep(0.5)
+    assert env.state_of(r["id"]) == "escalated"
+    env.cli("proposals", "approve", r["id"])
+    wait_for(lambda: env.state_of(r["id"]) == "succeeded")

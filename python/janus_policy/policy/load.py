@@ -110,6 +110,18 @@ def digest(docs: list[Document]) -> str:
     return "sha256:" + hashlib.sha256("\n".join(normal).encode()).hexdigest()
 
 
+def files_digest(path: Path) -> str:
+    """sha256 over the raw bytes of a policy's files: a name for a policy that
+    cannot be loaded (and so has no `digest`), to log beside the one kept."""
+    h = hashlib.sha256()
+    for f in policy_files(path) if path.exists() else []:
+        try:
+            h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+        except OSError:
+            h.update(f.name.encode() + b"\0unreadable\0")
+    return "sha256:" + h.hexdigest()
+
+
 def _conditions(cond: Any, at: JsonPath) -> Iterator[tuple[dict[str, Any], JsonPath]]:
     """Every leaf condition (field or command test) with its path."""
     if not isinstance(cond, dict):

@@ -32,7 +32,7 @@ from janus_policy.execution.sandbox import SandboxRunner
 from janus_policy.execution.tool_executor import ToolExecutor
 from janus_policy.execution.tools import ToolRegistry
 from janus_policy.policy.live import LivePolicy
-from janus_policy.policy.load import PolicyError
+from janus_policy.policy.load import PolicyError, files_digest
 from janus_policy.proposals.lifecycle import Lifecycle
 from janus_policy.proposals.store import Record
 from janus_policy.runtime import control
@@ -236,14 +236,13 @@ class Daemon:
             result = self.policy.reload()
         except PolicyError as e:
             self.counters.failed_reloads += 1
-            self.log(
-                "reload_failed",
-                kept_digest=old,
-                findings=[str(f) for f in e.findings],
-            )
+            findings = [str(f) for f in e.findings]
+            # The refused policy has no digest of its own; its files' bytes name it.
+            refused = files_digest(self.policy.path)
+            self.log("reload_failed", kept_digest=old, refused_files=refused, findings=findings)
             self.audit.decisions.append(
                 "policy_reload",
-                {"policy_digest": old, "ok": False, "findings": [str(f) for f in e.findings]},
+                {"policy_digest": old, "refused_files": refused, "ok": False, "findings": findings},
             )
             return
         self.counters.reloads += 1
