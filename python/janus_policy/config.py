@@ -32,8 +32,11 @@ __all__ = [
     "AgentConfig",
     "AuditConfig",
     "AutoExecutorConfig",
+    "GovernorConfig",
     "HarnessConfig",
+    "LlamaCppConfig",
     "ResourceMaxima",
+    "ThinkingConfig",
     "ToolConfig",
     "default_state_dir",
     "default_work_dir",
@@ -126,6 +129,43 @@ class AuditConfig:
 
 
 @dataclass(frozen=True)
+class LlamaCppConfig:
+    model_path: Path | None = None
+    n_ctx: int = 2048
+    n_threads: int = 2
+    seed: int = 0
+    temperature: float = 0.7
+    max_tokens: int = 512
+
+
+@dataclass(frozen=True)
+class ThinkingConfig:
+    """agent: the thinking cycle (where proposals come from besides submit)."""
+
+    backend: str = "none"
+    missions_dir: Path | None = None
+    constitution: Path | None = None
+    cycle_interval_s: float = 5.0
+    recent_outcomes: int = 5
+    failure_backoff_s: float = 1.0
+    script: Path | None = None
+    llama_cpp: LlamaCppConfig = LlamaCppConfig()
+
+
+@dataclass(frozen=True)
+class GovernorConfig:
+    """governor: a PI controller on host CPU utilisation."""
+
+    enabled: bool = True
+    target_utilisation: float = 0.7
+    kp: float = 0.8
+    ki: float = 0.2
+    sample_interval_s: float = 1.0
+    min_rate: float = 0.05
+    max_rate: float = 4.0
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     path: str
     policy_dir: Path
@@ -134,6 +174,12 @@ class AgentConfig:
     tools: Mapping[str, ToolConfig]
     sandbox: SandboxSettings
     audit: AuditConfig
+    agent: ThinkingConfig = ThinkingConfig()
+    governor: GovernorConfig = GovernorConfig()
+
+    @property
+    def missions_dir(self) -> Path:
+        return self.agent.missions_dir or self.harness.state_dir / "missions"
 
     @property
     def mode(self) -> str:
@@ -234,6 +280,58 @@ class _Builder:
             tools=MappingProxyType(tools),
             sandbox=sandbox,
             audit=AuditConfig(**_present(self.get("audit"), {"fsync": bool, "rotate_mb": int})),
+            agent=self.thinking(),
+            governor=GovernorConfig(
+                **_present(
+                    self.get("governor"),
+                    {
+                        "enabled": bool,
+                        "target_utilisation": float,
+                        "kp": float,
+                        "ki": float,
+                        "sample_interval_s": float,
+                        "min_rate": float,
+                        "max_rate": float,
+                    },
+                )
+            ),
+        )
+
+    def thinking(self) -> ThinkingConfig:
+        data = self.get("agent") or {}
+        llama = self.get("agent", "llama_cpp") or {}
+        paths: dict[str, Any] = {
+            k: self.path_at("agent", k) for k in ("missions_dir", "constitution", "script")
+        }
+        backend = data.get("backend", "none")
+        needs = {
+            "scripted": ("script", paths["script"]),
+            "llama_cpp": ("llama_cpp", llama.get("model_path")),
+        }
+        if backend in needs and needs[backend][1] is None:
+            key = needs[backend][0]
+            what = "a script" if key == "script" else "llama_cpp.model_path"
+            raise self.error("C008", f"backend {backend} needs {what}", ("agent", "backend"))
+        return ThinkingConfig(
+            backend=backend,
+            **{k: v for k, v in paths.items() if v is not None},
+            **_present(
+                data,
+                {"cycle_interval_s": float, "recent_outcomes": int, "failure_backoff_s": float},
+            ),
+            llama_cpp=LlamaCppConfig(
+                model_path=self.path_at("agent", "llama_cpp", "model_path"),
+                **_present(
+                    llama,
+                    {
+                        "n_ctx": int,
+                        "n_threads": int,
+                        "seed": int,
+                        "temperature": float,
+                        "max_tokens": int,
+                    },
+                ),
+            ),
         )
 
     def auto_executor(self, tools: Mapping[str, ToolConfig]) -> AutoExecutorConfig:
