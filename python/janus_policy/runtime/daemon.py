@@ -37,6 +37,7 @@ from janus_policy.proposals.lifecycle import Lifecycle
 from janus_policy.proposals.store import Record
 from janus_policy.runtime import control
 from janus_policy.runtime.auto_executor import AutoExecutor
+from janus_policy.runtime.notify import Notifier
 
 #: After SIGTERM, how long executions under way may still finish before they
 #: are killed (and recorded as killed).
@@ -83,6 +84,7 @@ class Daemon:
             on_finished=self._finished,
         )
         self.counters = Counters()
+        self.notify = Notifier.from_env()
         self._stopping = False
         self._reload = False
         self._kill = False
@@ -135,6 +137,7 @@ class Daemon:
         restore = self._install_signals()
         try:
             self._start()
+            self.notify.ready(self._status_line(control.stop_flag(self.state_dir) is not None))
             tick = 1.0 / self.config.harness.tick_hz
             while not self._stopping:
                 began = time.monotonic()
@@ -142,8 +145,10 @@ class Daemon:
                 if until_idle and self._idle():
                     break
                 self._sleep(tick - (time.monotonic() - began))
+            self.notify.stopping()
             self._stop(until_idle)
         finally:
+            self.notify.close()
             restore()
             self.policy.close()
             self.store.close()
@@ -207,6 +212,7 @@ class Daemon:
                 if self.auto.dispatch(pid):
                     self.log("started_execution", proposal_id=pid)
         self._write_status(stopped)
+        self.notify.watchdog()
 
     def _decide(self, proposal_id: str) -> None:
         try:
@@ -231,6 +237,13 @@ class Daemon:
         )
 
     def _reload_policy(self) -> None:
+        self.notify.reloading()
+        try:
+            self._apply_reload()
+        finally:
+            self.notify.ready(self._status_line(control.stop_flag(self.state_dir) is not None))
+
+    def _apply_reload(self) -> None:
         old = self.policy.digest
         try:
             result = self.policy.reload()
@@ -278,6 +291,18 @@ class Daemon:
             return
         self._last_status = now
         control.write_status(self.state_dir, self.status(stopped))
+        self.notify.status(self._status_line(stopped))
+
+    def _status_line(self, stopped: bool) -> str:
+        """One line for `systemctl status`."""
+        counts = self.store.counts()
+        pending = sum(counts.get(s, 0) for s in ("proposed", "escalated", "approved"))
+        line = (
+            f"mode {self.config.mode}; running {self.auto.running}/{self.auto.max_concurrent}; "
+            f"pending {pending} ({counts.get('escalated', 0)} escalated); "
+            f"policy {self.policy.digest[7:19]}"
+        )
+        return ("EMERGENCY STOP; " if stopped else "") + line
 
     def _stop(self, until_idle: bool) -> None:
         if not until_idle and self.auto.running:
