@@ -122,3 +122,14 @@ def test_the_proposal_store_is_a_source(tmp_path: Path, relaxed: Path) -> None:
     ]
     with pytest.raises(InputError, match="no proposal store"):
         list(read_proposals(tmp_path))
+
+
+def test_a_bad_line_parsed_in_a_worker_is_reported_with_its_position(tmp_path: Path) -> None:
+    lines = [json.dumps(proposal(f"ls f{i}")) for i in range(5000)]
+    lines[2999] = '{"tool": '
+    src = tmp_path / "big.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError) as e:
+        simulate(POLICIES, src, workers=2)
+    assert str(e.value).startswith(f"{src}:3000:")
+    assert e.value.code == "E001"

@@ -35,6 +35,10 @@ class InputError(JanusError):
         self.field = field
         super().__init__(str(self))
 
+    def __reduce__(self) -> tuple[type[InputError], tuple[str, str, Location | None, str]]:
+        # So that one raised in a worker process reaches the caller intact.
+        return (InputError, (self.code, self.message, self.location, self.field))
+
     def __str__(self) -> str:
         where = f"{self.location}: " if self.location else ""
         return f"{where}{self.code} {self.message}"

@@ -8,10 +8,12 @@ Large inputs are split over worker processes, each with its own engine.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import multiprocessing
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,6 @@ Verdict = tuple[str, tuple[str, ...]]  # decision, matched rule ids
 @dataclass(frozen=True)
 class Row:
     label: str  # where the proposal came from: path:line
-    proposal: dict[str, Any]
     verdict: Verdict
     baseline: Verdict | None = None
 
@@ -68,47 +69,79 @@ class Report:
         return sorted((r for r in self.rows if r.flipped), key=lambda r: not r.more_permissive)
 
 
-def read_proposals(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(where, proposal) for each proposal of a source: a JSONL or YAML file
-    (where = path:line; a torn last line of a JSONL log, left by a crash
-    mid-append, is skipped), or the proposal store of a state dir (where =
-    database:proposal id), oldest first."""
+@dataclass(frozen=True)
+class _Lines:
+    """A slice of a JSON Lines file, parsed where it is judged (in a worker),
+    so the parent process only splits lines."""
+
+    path: str
+    first: int  # line number of lines[0]
+    lines: list[str]
+    total: int  # lines in the file: a bad last line is a torn append, skipped
+
+
+Batch = _Lines | list[tuple[str, dict[str, Any]]]
+
+
+def _batches(path: Path, size: int) -> Iterator[Batch]:
+    """A source in batches of about `size` items: slices of a JSONL file, or
+    parsed (where, proposal) pairs from a YAML file or the proposal store."""
     if path.is_dir() or path.suffix == ".db":
         db = path / DB_NAME if path.is_dir() else path
         if not db.is_file():
             raise InputError("E000", f"no proposal store ({DB_NAME}) here", Location(str(path)))
         store = Store(db.parent)
         try:
-            for record in store.proposals(newest_first=False):
-                yield f"{db}:{record.id}", record.proposal
+            pairs = [(f"{db}:{r.id}", r.proposal) for r in store.proposals(newest_first=False)]
         finally:
             store.close()
-        return
-    if path.suffix in (".yaml", ".yml"):
+    elif path.suffix in (".yaml", ".yml"):
         doc = documents.read(path)
         if not isinstance(doc.data, list):
             raise InputError("E105", "a YAML source is a list of proposals", doc.location(()))
+        pairs = []
         for i, item in enumerate(doc.data):
             if (proposal := _proposal_of(item, doc.location((i,)))) is not None:
-                yield str(doc.location((i,))), proposal
+                pairs.append((str(doc.location((i,))), proposal))
+    else:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError("E000", f"cannot read file: {e}", Location(str(path))) from None
+        for i in range(0, len(lines), size):
+            yield _Lines(str(path), i + 1, lines[i : i + size], len(lines))
         return
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError("E000", f"cannot read file: {e}", Location(str(path))) from None
-    for n, line in enumerate(lines, 1):
+    for i in range(0, len(pairs), size):
+        yield pairs[i : i + size]
+
+
+def _parse(batch: Batch) -> list[tuple[str, dict[str, Any]]]:
+    if not isinstance(batch, _Lines):
+        return batch
+    out = []
+    for n, line in enumerate(batch.lines, batch.first):
         if not line.strip():
             continue
         try:
             item = json.loads(line)
         except json.JSONDecodeError as e:
-            if n == len(lines):
-                return  # torn last line
+            if n == batch.total:
+                continue  # torn last line
             raise InputError(
-                "E001", f"invalid JSON: {e.msg}", Location(str(path), n, e.colno)
+                "E001", f"invalid JSON: {e.msg}", Location(batch.path, n, e.colno)
             ) from None
-        if (proposal := _proposal_of(item, Location(str(path), n, 1))) is not None:
-            yield f"{path}:{n}", proposal
+        if (proposal := _proposal_of(item, Location(batch.path, n, 1))) is not None:
+            out.append((f"{batch.path}:{n}", proposal))
+    return out
+
+
+def read_proposals(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, proposal) for each proposal of a source: a JSONL or YAML file
+    (where = path:line; a torn last line of a JSONL log, left by a crash
+    mid-append, is skipped), or the proposal store of a state dir (where =
+    database:proposal id), oldest first."""
+    for batch in _batches(path, 2000):
+        yield from _parse(batch)
 
 
 def _proposal_of(item: Any, where: Location) -> dict[str, Any] | None:
@@ -133,14 +166,17 @@ def _init(policy: str, baseline: str | None, settings: Settings) -> None:
     _engines = (PolicyEngine(load_policy(policy), settings), base)
 
 
-def _judge(proposals: Sequence[dict[str, Any]]) -> list[tuple[Verdict, Verdict | None]]:
+Judged = list[tuple[str, Verdict, Verdict | None]]
+
+
+def _judge(batch: Batch) -> Judged:
     assert _engines is not None
     engine, base = _engines
-    out: list[tuple[Verdict, Verdict | None]] = []
-    for p in proposals:
+    out: Judged = []
+    for label, p in _parse(batch):
         d = engine.evaluate(p)
         b = base.evaluate(p) if base else None
-        out.append(((d.decision, d.matched_ids), (b.decision, b.matched_ids) if b else None))
+        out.append((label, (d.decision, d.matched_ids), (b.decision, b.matched_ids) if b else None))
     return out
 
 
@@ -158,28 +194,26 @@ def simulate(
     load_policy(policy)
     if baseline:
         load_policy(baseline)
-    items = list(read_proposals(source))
-    chunk = 2000
-    batches = [[p for _, p in items[i : i + chunk]] for i in range(0, len(items), chunk)]
+    # The source is opened (and a bad one reported) here, before any worker starts.
+    batches = _batches(source, 2000)
+    first = next(batches, None)
+    todo = itertools.chain([first] if first is not None else [], batches)
     args = (str(policy), str(baseline) if baseline else None, settings)
-    verdicts: list[tuple[Verdict, Verdict | None]] = []
-    if workers <= 1 or len(batches) <= 1:
-        _init(*args)
-        for b in batches:
-            verdicts.extend(_judge(b))
+    report = Report([])
+    with contextlib.ExitStack() as stack:
+        judged: Iterator[Judged]
+        if workers <= 1:
+            _init(*args)
+            judged = map(_judge, todo)
+        else:
+            # forkserver: workers never inherit a lock another thread held at fork time.
+            ctx = multiprocessing.get_context("forkserver")
+            pool = stack.enter_context(ctx.Pool(workers, initializer=_init, initargs=args))
+            judged = pool.imap(_judge, todo)
+        for result in judged:
+            report.rows.extend(Row(label, v, b) for label, v, b in result)
             if progress:
-                progress(len(verdicts))
-    else:
-        # forkserver: workers never inherit a lock another thread held at fork time.
-        ctx = multiprocessing.get_context("forkserver")
-        with ctx.Pool(workers, initializer=_init, initargs=args) as pool:
-            for result in pool.imap(_judge, batches):
-                verdicts.extend(result)
-                if progress:
-                    progress(len(verdicts))
-    report = Report(
-        [Row(label, p, v, b) for (label, p), (v, b) in zip(items, verdicts, strict=True)]
-    )
+                progress(len(report.rows))
     for row in report.rows:
         report.by_decision[row.verdict[0]] += 1
         report.by_rule.update(row.verdict[1])
