@@ -95,10 +95,16 @@ class Lifecycle:
 
     # ---- arrival and decision ----
 
-    def submit(self, proposal: Mapping[str, Any] | documents.Document, *, source: str) -> Record:
+    def submit(
+        self,
+        proposal: Mapping[str, Any] | documents.Document,
+        *,
+        source: str,
+        refuse: str | None = None,
+    ) -> Record:
         """Records a proposal (validated first). A repeat within the novelty
-        window, or one arriving while too many are pending, is recorded as
-        rejected with the reason."""
+        window, one arriving while too many are pending, or one the caller
+        `refuse`s (with that reason) is recorded as rejected."""
         data = validate_proposal(proposal)
         fp = fingerprint(data)
         with self.store.write() as tx:
@@ -112,6 +118,10 @@ class Lifecycle:
                     state="rejected",
                     reason=f"duplicate of {original}",
                     duplicate_of=original,
+                )
+            elif refuse is not None:
+                pid = tx.insert(
+                    data, source=source, fingerprint=fp, state="rejected", reason=refuse
                 )
             elif pending >= self.max_pending:
                 reason = f"relief_valve: {pending} proposals pending (bound {self.max_pending})"
