@@ -158,8 +158,8 @@ class GovernorConfig:
 
     enabled: bool = True
     target_utilisation: float = 0.7
-    kp: float = 0.8
-    ki: float = 0.2
+    kp: float = 0.2
+    ki: float = 0.3
     sample_interval_s: float = 1.0
     min_rate: float = 0.05
     max_rate: float = 4.0
