@@ -14,6 +14,7 @@ from janus_policy.cli import (
     daemon,
     demo,
     emergency,
+    missions,
     policy,
     proposals,
     sandbox,
@@ -23,7 +24,7 @@ from janus_policy.cli import (
 from janus_policy.cli._common import EXIT_USAGE, fail
 from janus_policy.errors import JanusError
 
-GROUPS = (demo, policy, simulate, proposals, daemon, emergency, audit, sandbox, schema)
+GROUPS = (demo, policy, simulate, proposals, daemon, missions, emergency, audit, sandbox, schema)
 
 
 def parser() -> argparse.ArgumentParser:
