@@ -20,11 +20,24 @@ from janus_policy.cli import (
     sandbox,
     schema,
     simulate,
+    summary,
 )
 from janus_policy.cli._common import EXIT_USAGE, fail
 from janus_policy.errors import JanusError
 
-GROUPS = (demo, policy, simulate, proposals, daemon, missions, emergency, audit, sandbox, schema)
+GROUPS = (
+    demo,
+    policy,
+    simulate,
+    proposals,
+    daemon,
+    missions,
+    summary,
+    emergency,
+    audit,
+    sandbox,
+    schema,
+)
 
 
 def parser() -> argparse.ArgumentParser:
