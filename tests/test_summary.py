@@ -355,16 +355,16 @@ def png_colours(png: bytes) -> tuple[int, int, Counter[str]]:
     prev, colours = bytes(stride), Counter[str]()
     for y in range(height):
         start = y * (stride + 1)
-        kind, line = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
-        for x in range(stride) if kind else ():
+        filt, line = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
+        for x in range(stride) if filt else ():
             a = line[x - bpp] if x >= bpp else 0
             b = prev[x]
             c = prev[x - bpp] if x >= bpp else 0
-            if kind == 1:
+            if filt == 1:
                 line[x] = (line[x] + a) & 255
-            elif kind == 2:
+            elif filt == 2:
                 line[x] = (line[x] + b) & 255
-            elif kind == 3:
+            elif filt == 3:
                 line[x] = (line[x] + (a + b) // 2) & 255
             else:
                 p = a + b - c
