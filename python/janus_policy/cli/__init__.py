@@ -20,6 +20,7 @@ from janus_policy.cli import (
     sandbox,
     schema,
     simulate,
+    status,
     summary,
 )
 from janus_policy.cli._common import EXIT_USAGE, fail
@@ -31,6 +32,7 @@ GROUPS = (
     simulate,
     proposals,
     daemon,
+    status,
     missions,
     summary,
     emergency,
