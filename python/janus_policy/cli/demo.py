@@ -4,7 +4,6 @@ report of what happened and where to look."""
 from __future__ import annotations
 
 import argparse
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 from janus_policy.cli._common import EXIT_FINDINGS, EXIT_OK, add_format, print_json
 from janus_policy.proposals.store import Record
 from janus_policy.runtime.demo import DemoRun, Step, run_demo
+from janus_policy.text import clean, what
 
 
 def register(verbs: Any) -> None:
@@ -30,14 +30,10 @@ def register(verbs: Any) -> None:
 
 
 def _what(step: Step) -> str:
-    p = step.proposal
-    cmd = p.get("command")
-    if isinstance(cmd, list):
-        cmd = " ".join(cmd)
-    if cmd:
-        return f"{p.get('tool')}: {cmd}"
-    args = {k: Path(v).name if k == "path" else v for k, v in p.get("args", {}).items()}
-    return f"{p.get('tool')} {json.dumps(args)}"
+    args = step.proposal.get("args")
+    if isinstance(args, dict) and "path" in args:  # the corpus: its name says enough
+        return what({**step.proposal, "args": {**args, "path": Path(args["path"]).name}})
+    return what(step.proposal)
 
 
 def _detail(r: Record) -> str:
@@ -47,8 +43,8 @@ def _detail(r: Record) -> str:
         if o.get("limit") not in (None, "none"):
             ran += f"; {o['limit']} limit"
         first = (o.get("stdout") or o.get("stderr") or "").strip().splitlines()
-        return ran + (f"; says: {first[0][:60]}" if first else "")
-    why = (r.reason or "")[:100]
+        return ran + (f"; says: {clean(first[0], 60)}" if first else "")
+    why = clean(r.reason, 100)
     return f"waits for {r.approvers}: {why}" if r.state == "escalated" else why
 
 

@@ -24,6 +24,7 @@ from janus_policy.proposals.lifecycle import Lifecycle, operator
 from janus_policy.proposals.states import STATES, Conflict, IllegalTransition
 from janus_policy.proposals.store import Record
 from janus_policy.runtime import control
+from janus_policy.text import clean, printable, what
 
 
 def register(verbs: Any) -> None:
@@ -114,16 +115,6 @@ def _when(t: float | None) -> str:
     return datetime.fromtimestamp(t).astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _what(r: Record) -> str:
-    """A one-line summary of what the proposal does."""
-    cmd = r.proposal.get("command")
-    if isinstance(cmd, list):
-        cmd = " ".join(cmd)
-    text = cmd if cmd else json.dumps(r.proposal.get("args", {}), sort_keys=True)
-    text = " ".join(str(text).split())
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def _rows(records: list[Record]) -> list[list[str]]:
     return [
         [
@@ -133,7 +124,7 @@ def _rows(records: list[Record]) -> list[list[str]]:
             r.action_type,
             (r.decision or {}).get("effective_risk", r.proposal["risk"]),
             _when(r.created_at),
-            _what(r),
+            clean(what(r.proposal), 60),
         ]
         for r in records
     ]
@@ -145,7 +136,7 @@ HEADER = ["ID", "STATE", "TOOL", "ACTION", "RISK", "CREATED", "WHAT"]
 def _summary(r: Record) -> str:
     line = f"{r.id} {r.state}"
     if r.reason:
-        line += f": {r.reason}"
+        line += f": {clean(r.reason)}"
     if r.duplicate_of:
         line += f" (original: {r.duplicate_of})"
     return line
@@ -241,7 +232,8 @@ def run_show(args: argparse.Namespace) -> int:
         print_json({**r.to_dict(), "transitions": [t.to_dict() for t in transitions]})
         return EXIT_OK
     print(f"proposal {r.id}  [{r.state}]  from {r.source}, {_when(r.created_at)}")
-    print(json.dumps(r.proposal, indent=2, sort_keys=True))
+    # ensure_ascii: the agent's text cannot send control characters to the terminal.
+    print(json.dumps(r.proposal, indent=2, sort_keys=True, ensure_ascii=True))
     if r.duplicate_of:
         print(f"duplicate of {r.duplicate_of}")
     d = r.decision
@@ -253,18 +245,18 @@ def run_show(args: argparse.Namespace) -> int:
         for m in d["matched"]:
             print(f"  rule {m['id']} ({m['path']}:{m['line']}) {m['decision'] or ''}")
         for reason in d["reasons"]:
-            print(f"  - {reason}")
+            print(f"  - {clean(reason)}")
         if d.get("limits"):
             print("  limits: " + ", ".join(f"{k}={v}" for k, v in d["limits"].items()))
     if r.approvers:
         print(f"\nescalated to {r.approvers}, expires {_when(r.expires_at)} (then {r.on_expiry})")
     if r.approved_by:
-        print(f"approved by {r.approved_by}: {r.approval_note or '-'}")
+        print(f"approved by {r.approved_by}: {clean(r.approval_note) or '-'}")
     print("\ntransitions:")
     for t in transitions:
         print(
             f"  {_when(t.at)}  {t.from_state or '-':>11} → {t.to_state:<11} by {t.actor}"
-            + (f": {t.reason}" if t.reason else "")
+            + (f": {clean(t.reason)}" if t.reason else "")
         )
     if r.outcome:
         o = r.outcome
@@ -278,7 +270,7 @@ def run_show(args: argparse.Namespace) -> int:
             text = o.get(stream) or ""
             if text:
                 cut = " (truncated)" if o.get(f"{stream}_truncated") else ""
-                print(f"--- {stream}{cut}\n{text.rstrip()}")
+                print(f"--- {stream}{cut}\n{printable(text).rstrip()}")
     return EXIT_OK
 
 
@@ -297,7 +289,8 @@ def run_watch(args: argparse.Namespace) -> int:
         else:  # one line per change, for logs and pipes
             for r in reversed(records):
                 if seen.get(r.id) != r.state:
-                    print(f"{_when(r.updated_at)} {r.id} {r.state} {r.tool} {_what(r)}")
+                    shown = clean(what(r.proposal), 60)
+                    print(f"{_when(r.updated_at)} {r.id} {r.state} {shown}")
                     seen[r.id] = r.state
         sys.stdout.flush()
         time.sleep(args.interval)

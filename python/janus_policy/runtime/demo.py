@@ -20,7 +20,7 @@ from typing import Any
 
 from janus_policy import audit, documents
 from janus_policy.config import load_config
-from janus_policy.errors import InputError, JanusError
+from janus_policy.errors import InputError, JanusError, Location
 from janus_policy.proposals.lifecycle import Lifecycle
 from janus_policy.proposals.store import Record
 from janus_policy.runtime import control
@@ -103,6 +103,10 @@ def run_demo(root: Path | None = None) -> DemoRun:
     began = time.monotonic()
     if root is None:
         root = Path(tempfile.mkdtemp(prefix="janus-demo-"))
+    else:
+        root.mkdir(parents=True, exist_ok=True)
+        if any(root.iterdir()):
+            raise InputError("E000", "the demo needs an empty directory", Location(str(root)))
     root.chmod(0o755)  # sandboxes (uid 65534 under root) reach their work dirs through it
     cfg = _config(root)
     config = load_config(cfg)

@@ -12,10 +12,8 @@ HTML form escapes it; the JSON-ready dict keeps the data as recorded.
 from __future__ import annotations
 
 import html
-import json
 import statistics
 import time
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -26,6 +24,7 @@ from typing import Any
 from janus_policy.policy.load import DECISIONS
 from janus_policy.proposals.states import FINISHED, STATES
 from janus_policy.proposals.store import Record, Store
+from janus_policy.text import clean, what
 
 #: A proposal rejected before the policy saw it (a duplicate, the relief
 #: valve) or not decided yet.
@@ -172,20 +171,11 @@ def build_summary(store: Store, day: date) -> Summary:
         top_rules=rules,
         rules_fired=rules_fired,
         waiting=[
-            Waiting(w.id, what(w), w.approvers, w.created_at, w.expires_at, w.reason)
+            Waiting(w.id, what(w.proposal), w.approvers, w.created_at, w.expires_at, w.reason)
             for w in waiting
         ],
         by_tool=_by_tool(records),
     )
-
-
-def what(r: Record) -> str:
-    """What a proposal does, as recorded: its tool and command, else its args."""
-    cmd = r.proposal.get("command")
-    if isinstance(cmd, list):
-        cmd = " ".join(str(c) for c in cmd)
-    detail = cmd if cmd else json.dumps(r.proposal.get("args", {}), sort_keys=True)
-    return f"{r.tool}: {detail}"
 
 
 def _by_decision(records: list[Record]) -> dict[str, int]:
@@ -255,22 +245,6 @@ def _by_tool(records: list[Record]) -> dict[str, ToolUse]:
 
 
 # ---- what the renderers share ----
-
-
-def _shown(c: str) -> str:
-    if c in "\t\n\r":
-        return " "
-    # Terminal escapes, bidi overrides, zero-width and line-separator characters.
-    return "\ufffd" if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c
-
-
-def clean(text: str | None, width: int | None = None) -> str:
-    """One line of untrusted text made safe to show: tabs and newlines become
-    spaces, every other control or format character �, cut to `width`."""
-    out = " ".join("".join(_shown(c) for c in text or "").split())
-    if width is not None and len(out) > width:
-        out = out[: width - 1] + "…"
-    return out
 
 
 def _iso(t: float | None) -> str | None:
