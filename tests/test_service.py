@@ -384,6 +384,16 @@ def test_status_of_a_daemon_reported_by_its_status_file(env: Env) -> None:
     assert (code, report["governor"], report["mode"]) == (1, None, None)
 
 
+def test_status_with_a_damaged_store(env: Env) -> None:
+    env.state.mkdir()
+    (env.state / "janus.db").write_text("not a database")
+    code, report = status(env)
+    assert code == 1
+    assert report["queue"]["counts"] is None
+    assert "not a usable proposal store" in report["queue"]["error"]
+    assert report["daemon"]["running"] is False
+
+
 def test_status_bad_input(env: Env) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "janus_policy", "status", "--config", str(env.root / "none.yaml")],

@@ -72,21 +72,18 @@ def _queue(state_dir: Path) -> dict[str, Any]:
         return {"counts": dict.fromkeys(STATES, 0), "error": None}
     try:
         store = Store(state_dir)
-    except JanusError as e:
+        try:
+            counts = store.counts()
+        finally:
+            store.close()
+    except JanusError as e:  # locked or damaged: the rest of the status still holds
         return {"counts": None, "error": str(e)}
-    try:
-        counts = store.counts()
-    except JanusError as e:
-        return {"counts": None, "error": str(e)}
-    finally:
-        store.close()
     return {"counts": {s: counts.get(s, 0) for s in STATES}, "error": None}
 
 
-def gather(state_dir: Path, now: float | None = None) -> dict[str, Any]:
-    now = time.time() if now is None else now
+def gather(state_dir: Path) -> dict[str, Any]:
     pid = control.daemon_pid(state_dir) if state_dir.is_dir() else None
-    status, own = _status_file(state_dir, pid, now)
+    status, own = _status_file(state_dir, pid, time.time())
     governor = own.get("governor")
     return {
         "state_dir": str(state_dir),
