@@ -66,7 +66,7 @@ def _existing(paths: tuple[str, ...]) -> list[str]:
 def tests(session: nox.Session) -> None:
     """The Rust unit tests, then pytest over tests/; a run that collects no
     test fails (pytest exit 5)."""
-    install_project(session, "test")
+    install_project(session, "test", "llm")
     session.run("cargo", "test", "--locked", "--quiet", external=True)
     session.run("pytest", *session.posargs)
 

@@ -126,6 +126,11 @@ def parse(text: str, path: str) -> Document:
 
 def read(path: Path | str) -> Document:
     """Reads a file; unreadable input is an InputError with code E000."""
+    return parse(read_text(path), str(Path(path)))
+
+
+def read_text(path: Path | str) -> str:
+    """A file's text, bounded; unreadable input is an InputError with code E000."""
     p = Path(path)
     try:
         if p.stat().st_size > MAX_BYTES:
@@ -136,7 +141,7 @@ def read(path: Path | str) -> Document:
     except (OSError, UnicodeDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise InputError("E000", f"cannot read file: {reason}", Location(str(p))) from None
-    return parse(text, str(p))
+    return text
 
 
 @cache
