@@ -108,16 +108,20 @@ class Governor:
         self.rate = 1.0
         self.utilisation: float | None = None
         self._last_sample: float | None = None
+        self._due: float | None = None
 
     def tick(self) -> None:
         if not self.config.enabled:
             return
         now = self._clock()
         interval = self.config.sample_interval_s
-        last = self._last_sample
-        if last is not None and now - last < interval:
+        if self._due is not None and now < self._due:
             return
-        self._last_sample = now
+        # Due times on a grid, so a tick that comes a little late does not
+        # push every later sample back by it; after a stall, restart the grid.
+        due = now if self._due is None else self._due
+        self._due = due + interval if now - due < interval else now + interval
+        last, self._last_sample = self._last_sample, now
         measured = self._sampler()
         if measured is None:
             return
