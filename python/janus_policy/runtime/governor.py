@@ -89,9 +89,10 @@ class PIController:
 
 
 class Governor:
-    """Samples utilisation at most every `sample_interval_s` from `tick` (the
-    daemon's 10 Hz escapement) and turns the rate into a cycle interval and a
-    concurrency limit. Disabled, the rate stays 1.0 and nothing is sampled."""
+    """Samples utilisation once every `sample_interval_s` from `tick` (the
+    daemon's 10 Hz escapement; a no-op between samples) and turns the rate
+    into a cycle interval and a concurrency limit. Disabled, the rate stays
+    1.0 and nothing is sampled."""
 
     def __init__(
         self,
