@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import importlib
 import json
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -145,7 +144,6 @@ def _checked(doc: documents.Document) -> dict[str, Any]:
 # ---- llama.cpp ----
 
 
-@cache
 def generation_schema() -> dict[str, Any]:
     """The JSON Schema a model's output is constrained to: a narrowing of the
     proposal schema, so whatever it yields is a valid proposal, that llama.cpp's
@@ -156,20 +154,20 @@ def generation_schema() -> dict[str, Any]:
       shell quoting), with fewer and shorter items: the converter expands a
       bounded repetition into one rule per repeat, so the schema's 65536 would
       make a huge grammar.
-    - rationale: printable ASCII without `"` and `\\`. The converter emits a
-      pattern's characters raw between the quotes, so a quote would end the
-      string and a backslash start an escape; and `\\u0000`-style escapes, which
-      a plain string rule allows, are how random or hostile output smuggles
-      control characters into what reviewers read.
+    - command items and rationale: printable ASCII without `"` and `\\`. The
+      converter emits a pattern's characters raw between the quotes, so a quote
+      would end the string and a backslash start an escape; and `\\u0000`-style
+      escapes, which its plain string rule allows, are how random or hostile
+      output smuggles control characters into what reviewers read.
     - mission: not generated; the thinking cycle sets it from the active mission.
     - args: not generated; a free-form object has no bounded grammar (the
       converter knows no maxProperties), so models propose command tools.
-    Every field is required, and so present in a fixed order.
+    Every field is required, and so present, in this order.
     """
     props = documents.schema("proposal")["properties"]
     argv = next(alt for alt in props["command"]["oneOf"] if alt["type"] == "array")
-    text = r"^[\x20\x21\x23-\x5B\x5D-\x7E]"
-    return {
+    printable = r"^[\x20\x21\x23-\x5B\x5D-\x7E]"
+    schema = {
         "type": "object",
         "additionalProperties": False,
         "required": ["tool", "action_type", "risk", "command", "rationale"],
@@ -181,11 +179,12 @@ def generation_schema() -> dict[str, Any]:
                 "type": "array",
                 "minItems": argv["minItems"],
                 "maxItems": 8,
-                "items": {"type": "string", "pattern": text + "{1,64}$"},
+                "items": {"type": "string", "pattern": printable + "{1,64}$"},
             },
-            "rationale": {"type": "string", "pattern": text + "{0,240}$"},
+            "rationale": {"type": "string", "pattern": printable + "{0,240}$"},
         },
     }
+    return copy.deepcopy(schema)  # not the cached proposal schema's own parts
 
 
 class _FiniteLogits:
