@@ -16,9 +16,17 @@ def test_the_demo_ends_as_its_script_expects() -> None:
         os.chmod(d, 0o755)
         run = run_demo(Path(d))
         assert [(s.shows, run.state(s)) for s in run.surprises] == []
-        assert run.audit_ok == {"decisions.jsonl": True, "tool_use.jsonl": True}
+        assert run.audit_ok == {
+            "decisions.jsonl": True,
+            "tool_use.jsonl": True,
+            "mission_log.jsonl": True,
+        }
+        # The agent was the thinking cycle, for the demo's mission.
+        assert all(r.mission == "demo-tour" for r in run.records.values())
+        assert {r.source for r in run.records.values()} == {"agent (scripted)"}
+        assert run.mission["proposals"] == len(run.steps)
         by_state = [run.state(s) for s in run.steps]
-        for state in ("succeeded", "failed", "killed", "escalated", "rejected", "refused"):
+        for state in ("succeeded", "failed", "killed", "escalated", "rejected"):
             assert state in by_state
         # The approved escalations ran, and the node was really written.
         approved = [run.records[s.id] for s in run.steps if s.operator and s.id]
@@ -27,3 +35,4 @@ def test_the_demo_ends_as_its_script_expects() -> None:
         text = report(run)
         assert f"As the script expects: {len(run.steps)} of {len(run.steps)} steps" in text
         assert "decisions.jsonl verified" in text
+        assert "Success rate" in text or "success" in text.lower()

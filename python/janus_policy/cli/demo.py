@@ -50,8 +50,9 @@ def _detail(r: Record) -> str:
 
 def report(run: DemoRun) -> str:
     lines = [
-        f"Janus Policy demo: a real daemon on the bundled policies; {len(run.steps)} proposals "
-        "from a scripted agent, then an operator.",
+        f"Janus Policy demo: a real daemon on the bundled policies; its thinking cycle proposes "
+        f"{len(run.steps)} actions from a script for mission {run.mission.get('id')}, "
+        "then an operator steps in.",
         "",
     ]
     states: Counter[str] = Counter()
@@ -63,7 +64,7 @@ def report(run: DemoRun) -> str:
         odd = "" if state == step.expect else f"  ✗ EXPECTED {step.expect}"
         lines.append(f"{n:>2}  {state:<10} {_what(step)[:70]}{by}{odd}")
         lines.append(f"    {'':<10} {step.shows}")
-        lines.append(f"    {'':<10} → {_detail(r) if r else step.refused}")
+        lines.append(f"    {'':<10} → {_detail(r) if r else 'the agent never proposed it'}")
     outcomes = [r.outcome for r in run.records.values() if r.outcome]
     methods = sorted({o["method"] for o in outcomes})
     lines += [
@@ -74,9 +75,15 @@ def report(run: DemoRun) -> str:
         f"wall {sum(o['wall_s'] for o in outcomes):.2f} s, "
         f"largest RSS {max((o['max_rss_kb'] for o in outcomes), default=0) / 1024:.1f} MiB",
         f"As the script expects: {len(run.steps) - len(run.surprises)} of {len(run.steps)} steps",
+        f"Mission {run.mission.get('id')}: {run.mission.get('status')}, "
+        f"{run.mission.get('proposals')} of {run.mission.get('budget')} proposals used",
         "Audit logs: "
         + ", ".join(f"{k} {'verified' if ok else 'BROKEN'}" for k, ok in run.audit_ok.items()),
         f"Took {run.seconds:.1f} s.",
+        "",
+        "The day's summary (`janus-policy summary`):",
+        "",
+        run.summary,
         "",
         f"State, logs and outputs are kept in {run.root}:",
         f"  janus-policy proposals list --config {run.config}",
@@ -84,6 +91,7 @@ def report(run: DemoRun) -> str:
         f"  janus-policy audit verify --config {run.config}",
         f"  the daemon's log (JSON Lines): {run.root / 'daemon.log'}",
         f"  the nodes node_generator wrote: {run.root / 'nodes'}",
+        f"  janus-policy summary --format html --output summary.html --config {run.config}",
     ]
     return "\n".join(lines)
 
@@ -99,12 +107,12 @@ def run(args: argparse.Namespace) -> int:
                         "shows": s.shows,
                         "expect": s.expect,
                         "proposal": s.proposal,
-                        "refused": s.refused,
                         "record": result.records[s.id].to_dict() if s.id else None,
                     }
                     for s in result.steps
                 ],
                 "audit_ok": result.audit_ok,
+                "mission": result.mission,
                 "surprises": [s.shows for s in result.surprises],
                 "seconds": result.seconds,
             }

@@ -13,6 +13,7 @@ Logs are JSON Lines on stderr, one event per line.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -26,6 +27,10 @@ from types import FrameType
 from typing import Any, TextIO
 
 from janus_policy import _sandbox
+from janus_policy.agent.backends import make_backend
+from janus_policy.agent.missions import MissionBook
+from janus_policy.agent.prompt import CONSTITUTION
+from janus_policy.agent.thinking_cycle import ThinkingCycle
 from janus_policy.config import AgentConfig
 from janus_policy.errors import JanusError
 from janus_policy.execution.sandbox import SandboxRunner
@@ -37,6 +42,7 @@ from janus_policy.proposals.lifecycle import Lifecycle
 from janus_policy.proposals.store import Record
 from janus_policy.runtime import control
 from janus_policy.runtime.auto_executor import AutoExecutor
+from janus_policy.runtime.governor import Governor
 from janus_policy.runtime.notify import Notifier
 
 #: After SIGTERM, how long executions under way may still finish before they
@@ -85,6 +91,24 @@ class Daemon:
         )
         self.counters = Counters()
         self.notify = Notifier.from_env()
+        self.governor = Governor(config.governor)
+        self.missions: MissionBook | None = None
+        self.cycle: ThinkingCycle | None = None
+        backend = make_backend(config.agent)
+        if backend is not None:
+            self.missions = MissionBook(self.state_dir, config.missions_dir, self.audit)
+            constitution = config.agent.constitution
+            self.cycle = ThinkingCycle(
+                self.lifecycle,
+                self.missions,
+                backend,
+                constitution=constitution.read_text() if constitution else CONSTITUTION,
+                recent_outcomes=config.agent.recent_outcomes,
+                interval=lambda: self.governor.interval(config.agent.cycle_interval_s),
+                failure_backoff_s=config.agent.failure_backoff_s,
+                log=self.log,
+                on_proposal=lambda _record: self._wake(),
+            )
         self._stopping = False
         self._reload = False
         self._kill = False
@@ -101,8 +125,14 @@ class Daemon:
         elif signum == control.SIG_STOP:
             self._kill = True
 
+    def _wake(self) -> None:
+        """Ends the tick's sleep from another thread."""
+        with contextlib.suppress(OSError):
+            self._waker.send(b"\0")
+
     def _install_signals(self) -> Callable[[], None]:
         waker, self._sleeper = socket.socketpair()
+        self._waker = waker
         waker.setblocking(False)
         self._sleeper.setblocking(False)
         old_fd = signal.set_wakeup_fd(waker.fileno(), warn_on_full_buffer=False)
@@ -138,6 +168,8 @@ class Daemon:
         try:
             self._start()
             self.notify.ready(self._status_line(control.stop_flag(self.state_dir) is not None))
+            if self.cycle is not None:
+                self.cycle.start()
             tick = 1.0 / self.config.harness.tick_hz
             while not self._stopping:
                 began = time.monotonic()
@@ -188,6 +220,7 @@ class Daemon:
             return False
 
     def _step(self) -> None:
+        self.governor.tick()
         if self._reload:
             self._reload = False
             self._reload_policy()
@@ -206,8 +239,10 @@ class Daemon:
                 if self._stopping or self._kill:
                     break
                 self._decide(pid)
+            # The governor may allow fewer executions than the configured maximum.
+            allowed = self.governor.concurrency(self.auto.max_concurrent)
             for pid in self.store.ids("approved"):
-                if self.auto.capacity <= 0 or self._stopping or self._kill:
+                if self.auto.running >= allowed or self._stopping or self._kill:
                     break
                 if self.auto.dispatch(pid):
                     self.log("started_execution", proposal_id=pid)
@@ -225,6 +260,11 @@ class Daemon:
 
     def _finished(self, r: Record) -> None:
         self.counters.finished[r.state] = self.counters.finished.get(r.state, 0) + 1
+        if self.missions is not None and r.mission:
+            try:
+                self.missions.record_outcome(r.mission, r)
+            except JanusError as e:  # a mission file removed meanwhile, say
+                self.log("mission_outcome_failed", proposal_id=r.id, error=str(e))
         outcome = r.outcome or {}
         self.log(
             "finished",
@@ -268,6 +308,8 @@ class Daemon:
     def _idle(self) -> bool:
         if self.auto.running:
             return False
+        if self.cycle is not None and self.cycle.busy:
+            return False
         if control.stop_flag(self.state_dir) is not None:
             return True  # nothing will move until `resume`
         return not (self.store.ids("proposed") or self.store.ids("approved"))
@@ -283,6 +325,8 @@ class Daemon:
             "running": self.auto.running,
             "max_concurrent": self.auto.max_concurrent,
             "counts": self.store.counts(),
+            "governor": self.governor.status(),
+            "agent": self.cycle.status() if self.cycle else None,
         }
 
     def _write_status(self, stopped: bool) -> None:
@@ -305,6 +349,8 @@ class Daemon:
         return ("EMERGENCY STOP; " if stopped else "") + line
 
     def _stop(self, until_idle: bool) -> None:
+        if self.cycle is not None:
+            self.cycle.stop()
         if not until_idle and self.auto.running:
             self.log("stopping", running=self.auto.running, grace_s=STOP_GRACE_S)
             deadline = time.monotonic() + STOP_GRACE_S

@@ -1,6 +1,7 @@
-"""The demo: a real daemon on the bundled policies, fed the bundled proposals
-(`defaults/demo.yaml`) the way an agent would submit them, with an operator
-approving two escalations, and a report of what happened.
+"""The demo: a real daemon on the bundled policies whose thinking cycle runs
+the scripted backend on the bundled script (`defaults/demo.yaml`) for a
+mission, an operator approving two escalations, and a report of what
+happened.
 
 Everything in the report is read back from the store, the audit logs and the
 Outcomes of real sandboxed executions; nothing is simulated.
@@ -8,6 +9,7 @@ Outcomes of real sandboxed executions; nothing is simulated.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,15 +17,18 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 from janus_policy import audit, documents
+from janus_policy.agent.missions import MissionBook
 from janus_policy.config import load_config
 from janus_policy.errors import InputError, JanusError, Location
 from janus_policy.proposals.lifecycle import Lifecycle
 from janus_policy.proposals.store import Record
 from janus_policy.runtime import control
+from janus_policy.runtime.summary import build_summary, render_text
 
 SCRIPT = Path(__file__).resolve().parent.parent / "defaults" / "demo.yaml"
 CORPUS_LINES = 12_000
@@ -37,7 +42,6 @@ class Step:
     proposal: dict[str, Any]
     operator: str | None = None
     id: str | None = None
-    refused: str | None = None  # why it was not even recorded
 
 
 @dataclass
@@ -48,10 +52,12 @@ class DemoRun:
     steps: list[Step] = field(default_factory=list)
     records: dict[str, Record] = field(default_factory=dict)
     audit_ok: dict[str, bool] = field(default_factory=dict)
+    mission: dict[str, Any] = field(default_factory=dict)
+    summary: str = ""  # the day's summary, as `janus-policy summary` prints it
     seconds: float = 0.0
 
     def state(self, step: Step) -> str:
-        return self.records[step.id].state if step.id else "refused"
+        return self.records[step.id].state if step.id else "never proposed"
 
     @property
     def surprises(self) -> list[Step]:
@@ -59,15 +65,39 @@ class DemoRun:
         return [s for s in self.steps if self.state(s) != s.expect]
 
 
-def _config(root: Path) -> Path:
+MISSION = """\
+id: demo-tour
+objective: >-
+  Show what supervised autonomy looks like: read the corpus, write a node,
+  look around the machine, and try a few things a policy must stop.
+allowed_action_types: [analysis, optimization_experiment, generate_new_nodes, process_chunk]
+proposal_budget: 40
+stages:
+  - kind: instruction
+    text: Propose one action at a time; every one is judged by policy.
+    successes: 100
+"""
+
+
+def _config(root: Path, steps: list[Step]) -> Path:
     (root / "data").mkdir()
     with (root / "data" / "corpus.txt").open("w") as f:
         for i in range(1, CORPUS_LINES + 1):
             f.write(f"line {i}: the quick brown fox jumps over the lazy dog\n")
+    (root / "missions").mkdir()
+    (root / "missions" / "demo-tour.yaml").write_text(MISSION)
+    with (root / "script.jsonl").open("w") as f:
+        for step in steps:
+            f.write(json.dumps(step.proposal) + "\n")
     cfg = root / "agent.yaml"
     cfg.write_text(
         "# The demo's agent.yaml: the defaults, plus where its files live.\n"
         f"harness: {{state_dir: {root / 'state'}, work_dir: {root / 'work'}}}\n"
+        "agent:\n"
+        "  backend: scripted\n"
+        f"  script: {root / 'script.jsonl'}\n"
+        f"  missions_dir: {root / 'missions'}\n"
+        "  cycle_interval_s: 0.05\n"
         "tools:\n"
         f"  file_chunker: {{read_paths: [{root / 'data'}]}}\n"
         f"  node_generator: {{working_dir: {root / 'nodes'}}}\n"
@@ -80,6 +110,7 @@ def _config(root: Path) -> Path:
 
 
 def _steps(corpus: Path) -> list[Step]:
+    """The script, its `{corpus}` placeholders filled in."""
     doc = documents.read(SCRIPT)
     steps = []
     for item in doc.data:
@@ -108,10 +139,13 @@ def run_demo(root: Path | None = None) -> DemoRun:
         if any(root.iterdir()):
             raise InputError("E000", "the demo needs an empty directory", Location(str(root)))
     root.chmod(0o755)  # sandboxes (uid 65534 under root) reach their work dirs through it
-    cfg = _config(root)
+    steps = _steps(root / "data" / "corpus.txt")
+    cfg = _config(root, steps)
     config = load_config(cfg)
-    run = DemoRun(root, cfg, config.harness.state_dir, _steps(root / "data" / "corpus.txt"))
+    run = DemoRun(root, cfg, config.harness.state_dir, steps)
     lc = Lifecycle.open(config)
+    missions = MissionBook.open(config)
+    missions.activate("demo-tour", actor=OPERATOR)
     log = (root / "daemon.log").open("ab")
     daemon = subprocess.Popen(
         [sys.executable, "-m", "janus_policy", "daemon", "run", "--config", str(cfg)],
@@ -124,16 +158,15 @@ def run_demo(root: Path | None = None) -> DemoRun:
             if daemon.poll() is not None or time.monotonic() > deadline:
                 raise JanusError(f"demo: the daemon did not start; see {root / 'daemon.log'}")
             time.sleep(0.02)
-        # The agent: proposals arrive one by one, each waking the daemon.
-        for step in run.steps:
-            try:
-                step.id = lc.submit(step.proposal, source="agent (demo script)").id
-            except InputError as e:
-                step.refused = f"{e.code} {e.message}"
-                continue
-            os.kill(daemon.pid, control.SIG_WAKE)
+        # The agent: the thinking cycle proposes the script, one per cycle.
+        deadline = time.monotonic() + 120
+        while len(lc.store.proposals(limit=len(steps))) < len(steps):
+            if daemon.poll() is not None or time.monotonic() > deadline:
+                raise JanusError(f"demo: the agent stopped early; see {root / 'daemon.log'}")
             time.sleep(0.05)
         _settle(lc)
+        for step, record in zip(steps, lc.store.proposals(newest_first=False), strict=False):
+            step.id = record.id
         # The operator: approves the escalations the script marks.
         for step in run.steps:
             if step.operator == "approve" and step.id:
@@ -144,7 +177,10 @@ def run_demo(root: Path | None = None) -> DemoRun:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(60)
         log.close()
+    mission, state = missions.get("demo-tour")
+    run.mission = {"id": mission.id, **state.to_dict(), "budget": mission.proposal_budget}
     run.records = {s.id: lc.store.get(s.id) for s in run.steps if s.id}
+    run.summary = render_text(build_summary(lc.store, date.today()))
     lc.store.close()
     for name in audit.LOG_NAMES:
         if (run.state_dir / name).exists():
