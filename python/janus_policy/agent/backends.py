@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import importlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -45,8 +46,12 @@ class Backend(Protocol):
 
     def count_tokens(self, text: str) -> int: ...
 
-    def propose(self, prompt: str) -> dict[str, Any] | None:
-        """One schema-valid proposal; None when there is nothing more."""
+    def propose(
+        self, prompt: str, *, tools: Sequence[str] = (), action_types: Sequence[str] = ()
+    ) -> dict[str, Any] | None:
+        """One schema-valid proposal; None when there is nothing more. A
+        generating backend proposes only the `tools` and `action_types` given
+        (when given); a script proposes what it says, and the cycle checks."""
         ...
 
     def close(self) -> None: ...
@@ -91,7 +96,9 @@ class ScriptedBackend:
     def count_tokens(self, text: str) -> int:
         return -(-len(text.encode()) // BYTES_PER_TOKEN)
 
-    def propose(self, prompt: str) -> dict[str, Any] | None:
+    def propose(
+        self, prompt: str, *, tools: Sequence[str] = (), action_types: Sequence[str] = ()
+    ) -> dict[str, Any] | None:
         if self._next >= len(self.proposals):
             return None
         self._next += 1
@@ -144,12 +151,16 @@ def _checked(doc: documents.Document) -> dict[str, Any]:
 # ---- llama.cpp ----
 
 
-def generation_schema() -> dict[str, Any]:
+def generation_schema(
+    tools: Sequence[str] = (), action_types: Sequence[str] = ()
+) -> dict[str, Any]:
     """The JSON Schema a model's output is constrained to: a narrowing of the
     proposal schema, so whatever it yields is a valid proposal, that llama.cpp's
     JSON-Schema-to-grammar converter turns into a bounded grammar.
 
-    - tool, action_type, risk: as in the proposal schema.
+    - tool, action_type, risk: as in the proposal schema; tool and action_type
+      one of `tools` and `action_types` when those are given (what the
+      registry can run with a command, what the mission allows).
     - command: only the argv form of its `oneOf` (a list of strings never needs
       shell quoting), with fewer and shorter items: the converter expands a
       bounded repetition into one rule per repeat, so the schema's 65536 would
@@ -167,7 +178,7 @@ def generation_schema() -> dict[str, Any]:
     props = documents.schema("proposal")["properties"]
     argv = next(alt for alt in props["command"]["oneOf"] if alt["type"] == "array")
     printable = r"^[\x20\x21\x23-\x5B\x5D-\x7E]"
-    schema = {
+    schema: dict[str, Any] = {
         "type": "object",
         "additionalProperties": False,
         "required": ["tool", "action_type", "risk", "command", "rationale"],
@@ -184,7 +195,12 @@ def generation_schema() -> dict[str, Any]:
             "rationale": {"type": "string", "pattern": printable + "{0,240}$"},
         },
     }
-    return copy.deepcopy(schema)  # not the cached proposal schema's own parts
+    schema = copy.deepcopy(schema)  # not the cached proposal schema's own parts
+    for key, allowed in (("tool", tools), ("action_type", action_types)):
+        if allowed:
+            # Only the enum: the converter would follow a pattern beside it.
+            schema["properties"][key] = {"enum": sorted(allowed)}
+    return schema
 
 
 class _FiniteLogits:
@@ -227,18 +243,27 @@ class LlamaCppBackend:
         self.model_path: Path = cfg.model_path
         self.context_tokens = cfg.n_ctx - cfg.max_tokens
         self._llm: Llama | None = None
-        self._grammar: LlamaGrammar | None = None
+        #: Grammars by the (tools, action types) they allow: compiled once each.
+        self._grammars: dict[tuple[tuple[str, ...], tuple[str, ...]], LlamaGrammar] = {}
 
-    def _model(self) -> tuple[Llama, LlamaGrammar]:
-        if self._llm is None or self._grammar is None:
-            self._llm, self._grammar = self._load()
-        return self._llm, self._grammar
+    def _model(self) -> Llama:
+        if self._llm is None:
+            self._llm = self._load()
+        return self._llm
 
-    def _load(self) -> tuple[Llama, LlamaGrammar]:
+    def _grammar(self, tools: Sequence[str], action_types: Sequence[str]) -> LlamaGrammar:
+        from llama_cpp.llama_grammar import LlamaGrammar  # noqa: PLC0415 (loaded by _model)
+
+        key = (tuple(sorted(tools)), tuple(sorted(action_types)))
+        if key not in self._grammars:
+            schema = json.dumps(generation_schema(*key))
+            self._grammars[key] = LlamaGrammar.from_json_schema(schema, verbose=False)
+        return self._grammars[key]
+
+    def _load(self) -> Llama:
         try:
             # The optional `llm` extra, imported only when a model is used.
             from llama_cpp import Llama  # noqa: PLC0415
-            from llama_cpp.llama_grammar import LlamaGrammar  # noqa: PLC0415
         except ImportError as e:
             raise BackendError(
                 f"the llama_cpp backend needs llama-cpp-python (pip install "
@@ -262,16 +287,18 @@ class LlamaCppBackend:
                 f"{path}: llama.cpp cannot load it ({reason}): not a whole GGUF model of an "
                 "architecture it supports"
             ) from None
-        grammar = LlamaGrammar.from_json_schema(json.dumps(generation_schema()), verbose=False)
-        return llm, grammar
+        return llm
 
     def count_tokens(self, text: str) -> int:
         """By the model's own tokenizer, with the start token a prompt begins with."""
-        llm, _ = self._model()
+        llm = self._model()
         return len(llm.tokenize(text.encode(), add_bos=True, special=False))
 
-    def propose(self, prompt: str) -> dict[str, Any]:
-        llm, grammar = self._model()
+    def propose(
+        self, prompt: str, *, tools: Sequence[str] = (), action_types: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        llm = self._model()
+        grammar = self._grammar(tools, action_types)
         from llama_cpp import LogitsProcessorList  # noqa: PLC0415 (loaded by _model)
 
         # llama-cpp-python would quietly give a longer prompt fewer tokens to answer in.
@@ -311,4 +338,5 @@ class LlamaCppBackend:
     def close(self) -> None:
         if self._llm is not None:
             self._llm.close()
-        self._llm = self._grammar = None
+        self._llm = None
+        self._grammars.clear()

@@ -13,7 +13,7 @@ growing back-off, never in a tight loop.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from janus_policy.agent.backends import Backend, BackendError
@@ -54,6 +54,7 @@ class ThinkingCycle:
         failure_backoff_s: float = 1.0,
         log: Callable[..., None],
         on_proposal: Callable[[Record], None],
+        tools: Sequence[str] = (),
     ) -> None:
         self.lifecycle = lifecycle
         self.missions = missions
@@ -64,6 +65,8 @@ class ThinkingCycle:
         self.failure_backoff_s = failure_backoff_s
         self.log = log
         self.on_proposal = on_proposal
+        #: The tools a generated proposal may name: those that take a command.
+        self.tools = tuple(tools)
         self.proposed = 0
         self.failures = 0
         self.exhausted = False  # a script that ran out
@@ -90,7 +93,9 @@ class ThinkingCycle:
             return None
         mission, state = active
         proposal = self.backend.propose(
-            self.prompt(mission, self.missions.describe(mission, state))
+            self.prompt(mission, self.missions.describe(mission, state)),
+            tools=self.tools,
+            action_types=mission.allowed_action_types,
         )
         if proposal is None:
             self.exhausted = True

@@ -108,6 +108,7 @@ class Daemon:
                 failure_backoff_s=config.agent.failure_backoff_s,
                 log=self.log,
                 on_proposal=lambda _record: self._wake(),
+                tools=[n for n in self.registry.names() if self.registry.get(n).takes_command],
             )
         self._stopping = False
         self._reload = False
