@@ -114,6 +114,7 @@ def test_relief_valve(tmp_path: Path) -> None:
     assert shed.state == "rejected"
     assert shed.reason
     assert shed.reason.startswith("relief_valve")
+    assert lc.store.shed() == 1
 
 
 BUDGET_POLICY = """

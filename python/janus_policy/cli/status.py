@@ -69,16 +69,17 @@ def _queue(state_dir: Path) -> dict[str, Any]:
     """Proposals by state, from the store; none yet without a store (opening
     one would create it)."""
     if not (state_dir / DB_NAME).is_file():
-        return {"counts": dict.fromkeys(STATES, 0), "error": None}
+        return {"counts": dict.fromkeys(STATES, 0), "shed": 0, "error": None}
     try:
         store = Store(state_dir)
         try:
             counts = store.counts()
+            shed = store.shed()
         finally:
             store.close()
     except JanusError as e:  # locked or damaged: the rest of the status still holds
-        return {"counts": None, "error": str(e)}
-    return {"counts": {s: counts.get(s, 0) for s in STATES}, "error": None}
+        return {"counts": None, "shed": None, "error": str(e)}
+    return {"counts": {s: counts.get(s, 0) for s in STATES}, "shed": shed, "error": None}
 
 
 def gather(state_dir: Path) -> dict[str, Any]:
@@ -168,7 +169,11 @@ def _queue_lines(queue: dict[str, Any]) -> list[tuple[str, str]]:
         return [("proposals", f"unknown: {queue['error']}")]
     pending = ", ".join(f"{s} {counts[s]}" for s in (*PENDING, "running"))
     rest = ", ".join(f"{s} {n}" for s, n in counts.items() if n and s not in (*PENDING, "running"))
-    return [("queue", pending), ("other proposals", rest or "none")]
+    return [
+        ("queue", pending),
+        ("other proposals", rest or "none"),
+        ("relief valve", f"{queue['shed']} shed (rejected as over the pending bound)"),
+    ]
 
 
 def render(report: dict[str, Any]) -> str:

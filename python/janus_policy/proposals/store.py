@@ -443,6 +443,11 @@ class Store:
         rows = self._read("SELECT state, COUNT(*) FROM proposals GROUP BY state")
         return {r[0]: int(r[1]) for r in rows}
 
+    def shed(self) -> int:
+        """How many proposals the relief valve has rejected."""
+        rows = self._read("SELECT COUNT(*) FROM proposals WHERE reason LIKE 'relief_valve:%'")
+        return int(rows[0][0])
+
     def transitions(self, proposal_id: str | None = None) -> list[Transition]:
         if proposal_id is None:
             rows = self._read("SELECT * FROM transitions ORDER BY seq")
