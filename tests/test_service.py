@@ -96,7 +96,7 @@ def test_the_unit_waits_longer_than_the_daemon_grace() -> None:
 #: mount namespace, run from a scratch dir that holds `tmp`, `empty` and
 #: `nothing` (relative paths still reach it once /tmp is covered).
 HARDENING = {
-    "PrivateTmp": "mount --bind tmp /tmp",
+    "PrivateTmp": "{private_tmp}",
     "ProtectSystem": (
         "for m in $(findmnt -rno TARGET | grep -vE '^/(proc|sys|dev|tmp)(/|$)'); do"
         " mount -o remount,bind,ro $m 2>/dev/null || true; done;"
@@ -128,6 +128,20 @@ def _homes() -> str:
     return " ".join(str(h) for h in homes if not any(h in k.parents for k in keep))
 
 
+def _private_tmp() -> str:
+    """A fresh /tmp; but a Python environment under /tmp (a CI checkout's
+    virtualenv) is put back at its path, as _homes keeps one under a home: a
+    real installation lives outside /tmp (see the unit). The cwd (the scratch
+    dir) stays reachable after /tmp is covered, so `keep` carries it across."""
+    prefix = Path(sys.prefix).resolve()
+    if Path("/tmp") not in prefix.parents:
+        return "mount --bind tmp /tmp"
+    return (
+        f"mkdir keep && mount --bind {prefix} keep && mount --bind tmp /tmp"
+        f" && mkdir -p {prefix} && mount --bind keep {prefix}"
+    )
+
+
 def _probe_under(options: list[str]) -> subprocess.CompletedProcess[str]:
     """Probes the native sandbox in a mount namespace hardened like `options`,
     with no_new_privs as NoNewPrivileges=yes sets it."""
@@ -136,7 +150,9 @@ def _probe_under(options: list[str]) -> subprocess.CompletedProcess[str]:
         os.chmod(Path(scratch, "tmp"), 0o1777)
         Path(scratch, "empty").mkdir(mode=0)
         Path(scratch, "nothing").touch(mode=0)
-        mounts = "\n".join(HARDENING[o].format(homes=_homes()) for o in options)
+        mounts = "\n".join(
+            HARDENING[o].format(homes=_homes(), private_tmp=_private_tmp()) for o in options
+        )
         script = f'set -e\n{mounts}\nexec setpriv --no-new-privs "{sys.executable}" -c "$PROBE"\n'
         return subprocess.run(
             ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
