@@ -105,7 +105,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Runs every bench/*.py script; arguments after `--` go to each one."""
-    install_project(session, "bench")
+    install_project(session, "bench", "llm")
     scripts = sorted((ROOT / "bench").glob("*.py"))
     if not scripts:
         session.error("no benchmark scripts in bench/")
