@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from janus_policy import documents
 from janus_policy.errors import InputError, Location
@@ -27,8 +27,9 @@ from janus_policy.proposals.store import DB_NAME, Store
 Verdict = tuple[str, tuple[str, ...]]  # decision, matched rule ids
 
 
-@dataclass(frozen=True)
-class Row:
+class Row(NamedTuple):
+    """One judged proposal (a tuple: hundreds of thousands are made)."""
+
     label: str  # where the proposal came from: path:line
     verdict: Verdict
     baseline: Verdict | None = None
@@ -208,10 +209,12 @@ def simulate(
         else:
             # forkserver: workers never inherit a lock another thread held at fork time.
             ctx = multiprocessing.get_context("forkserver")
+            # Workers fork from a server that has the engine imported already.
+            ctx.set_forkserver_preload([__name__])
             pool = stack.enter_context(ctx.Pool(workers, initializer=_init, initargs=args))
             judged = pool.imap(_judge, todo)
         for result in judged:
-            report.rows.extend(Row(label, v, b) for label, v, b in result)
+            report.rows.extend(map(Row._make, result))
             if progress:
                 progress(len(report.rows))
     for row in report.rows:
