@@ -108,11 +108,12 @@ class Env:
                 p.wait()
 
 
-def wait_for(cond: Callable[[], bool], timeout: float = 60.0) -> None:
+def wait_for(cond: Callable[[], bool], timeout: float = 60.0, log: Path | None = None) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
+            said = f"; the daemon's log:\n{log.read_text()}" if log and log.exists() else ""
+            raise AssertionError(f"condition not reached in time{said}")
         time.sleep(0.05)
 
 
@@ -183,7 +184,9 @@ def test_emergency_stop_kills_the_sandbox_and_suspends(env: Env) -> None:
     assert env.state_of(waiting["id"]) == "escalated"
     out = env.cli("emergency-stop", "--format", "json")
     assert out.returncode == 0  # a daemon was found
-    wait_for(lambda: env.state_of(sleeper["id"]) == "killed", timeout=10)
+    wait_for(
+        lambda: env.state_of(sleeper["id"]) == "killed", timeout=30, log=env.root / "daemon.log"
+    )
     assert not Path(f"/proc/{sandbox_pid}").exists()
     assert env.state_of(waiting["id"]) == "suspended"
     # Nothing runs while the flag is set, across a restart of the daemon.
@@ -198,9 +201,9 @@ def test_emergency_stop_kills_the_sandbox_and_suspends(env: Env) -> None:
 
 
 def test_until_idle_and_no_daemon(env: Env) -> None:
-    # With no daemon, submit decides by itself; the daemon then runs it and exits.
+    # With no daemon, the proposal waits; one pass of the daemon decides and runs it.
     r = env.submit(LS)
-    assert r["state"] == "approved"
+    assert r["state"] == "proposed"
     out = subprocess.run(
         env.daemon_argv("--until-idle"),
         capture_output=True,

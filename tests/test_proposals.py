@@ -115,6 +115,11 @@ def test_relief_valve(tmp_path: Path) -> None:
     assert shed.reason
     assert shed.reason.startswith("relief_valve")
     assert lc.store.shed() == 1
+    # Shed, it is no original: once there is room, the same action is new.
+    lc.max_pending = 10
+    again = lc.submit(variant(3), source="t")
+    assert again.state == "proposed"
+    assert again.duplicate_of is None
 
 
 BUDGET_POLICY = """
@@ -144,6 +149,13 @@ def test_budgets_escalate_what_is_over(tmp_path: Path) -> None:
         ]
         assert [r.state for r in states] == ["approved", "approved", "escalated"]
         assert "budget two-per-mission exhausted for mission m1" in (states[2].reason or "")
+        # The record says what stands: escalate, and why, with the limits a
+        # human approval will run under.
+        recorded = states[2].decision
+        assert recorded is not None
+        assert recorded["decision"] == "escalate"
+        assert recorded["reasons"][-1].startswith("budget two-per-mission exhausted")
+        assert recorded["limits"]["timeout_s"] == 600
         # Another mission has its own approvals budget, but the global risk
         # points (low = 1 each, 3 at most) run out after one more.
         other = [
@@ -228,6 +240,8 @@ def test_audit_catches_up_what_a_crash_kept_out(tmp_path: Path, engine: PolicyEn
     with lc.store.write() as tx:
         tx.move(r.id, "proposed", "suspended", "t", "crash test")
     assert len(lc.store.unaudited()) == 1
+    # A command may still be between its commit and its append: not yet.
+    assert lc.catch_up_audit(older_than_s=60) == 0
     assert lc.catch_up_audit() == 1
     last = list(audit.read_records(tmp_path / "decisions.jsonl"))[-1][1]
     assert (last["to"], last["recovered"]) == ("suspended", True)
@@ -238,12 +252,19 @@ def test_audit_catches_up_what_a_crash_kept_out(tmp_path: Path, engine: PolicyEn
 def test_suspend_pending(lc: Lifecycle, engine: PolicyEngine) -> None:
     ids = [lc.decide(lc.submit(p, source="t").id, engine).id for p in (LS, GIT, RM)]
     fresh = lc.submit(variant(5), source="t")
-    plan = lc.suspend_pending(actor="op", reason="x", dry_run=True)
-    assert {r.id for r in plan} == {ids[0], ids[1], fresh.id}
-    assert lc.store.get(ids[0]).state == "approved"  # a dry run changes nothing
-    lc.suspend_pending(actor="op", reason="x")
+    done = lc.suspend_pending(actor="op", reason="x")
+    assert {(r.id, r.state) for r in done} == {
+        (ids[0], "approved"),
+        (ids[1], "escalated"),
+        (fresh.id, "proposed"),
+    }
     assert [lc.store.get(i).state for i in ids] == ["suspended", "suspended", "rejected"]
     assert lc.approve(ids[0], actor="op").state == "approved"
+    # One the policy never decided goes back to it: no approval skips the guardrails.
+    back = lc.approve(fresh.id, actor="op")
+    assert back.state == "proposed"
+    assert back.decision is None
+    assert "returned to the policy" in (back.reason or "")
 
 
 def _race(state: str, proposal_id: str, action: str, barrier: Any, results: Any) -> None:
@@ -333,6 +354,10 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
 def test_unknown_ids(lc: Lifecycle) -> None:
     with pytest.raises(StoreError, match="no proposal"):
         lc.store.get("p-nothing")
+    lc.submit(variant(0), source="t")
+    for short in ("", "p", "p-1"):  # the only proposal, but too short a prefix to act on
+        with pytest.raises(StoreError, match="at least 6 characters"):
+            lc.store.get(short)
     a = lc.submit(variant(1), source="t")
     b = lc.submit(variant(2), source="t")
     common = next(i for i in range(len(a.id)) if a.id[i] != b.id[i])

@@ -40,10 +40,25 @@ def submit(
 ) -> dict[str, Any]:
     path = tmp_path / f"p{len(list(tmp_path.iterdir()))}.json"
     path.write_text(json.dumps(proposal))
-    code, out, _ = run(capsys, "proposals", "submit", str(path), "--format", "json")
+    code, out, err = run(capsys, "proposals", "submit", str(path), "--format", "json")
     assert code == 0
     result: dict[str, Any] = json.loads(out)
+    # Only a daemon decides; with none running, the proposal waits for one.
+    assert result["state"] == "proposed"
+    assert "no daemon is running" in err
     return result
+
+
+def one_pass(capsys: pytest.CaptureFixture[str]) -> None:
+    """`daemon run --until-idle`: decide and run what is pending."""
+    assert run(capsys, "daemon", "run", "--until-idle")[0] == 0
+
+
+def state_of(capsys: pytest.CaptureFixture[str], proposal_id: str) -> str:
+    code, out, _ = run(capsys, "proposals", "show", proposal_id, "--format", "json")
+    assert code == 0
+    state: str = json.loads(out)["state"]
+    return state
 
 
 def test_submit_list_show_export(
@@ -51,8 +66,9 @@ def test_submit_list_show_export(
 ) -> None:
     ok = submit(capsys, tmp_path, LS)
     esc = submit(capsys, tmp_path, GIT)
-    assert ok["state"] == "approved"
-    assert esc["state"] == "escalated"
+    one_pass(capsys)
+    assert state_of(capsys, ok["id"]) == "succeeded"
+    assert state_of(capsys, esc["id"]) == "escalated"
     code, out, _ = run(capsys, "proposals", "list")
     assert code == 0
     assert out.splitlines()[0].split() == [
@@ -79,7 +95,7 @@ def test_submit_list_show_export(
     rows = list(csv.DictReader(io.StringIO(out)))
     assert [r["id"] for r in rows] == [ok["id"], esc["id"]]
     assert rows[1]["decision"] == "escalate"
-    code, out, _ = run(capsys, "proposals", "export", "--status", "approved")
+    code, out, _ = run(capsys, "proposals", "export", "--status", "succeeded")
     assert [json.loads(line)["id"] for line in out.splitlines()] == [ok["id"]]
 
 
@@ -87,6 +103,8 @@ def test_human_steps_and_their_exit_codes(
     state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     esc = submit(capsys, tmp_path, GIT)
+    other = submit(capsys, tmp_path, {**GIT, "command": "git status"})
+    one_pass(capsys)
     code, out, _ = run(
         capsys, "proposals", "approve", esc["id"], "--note", "ok", "--format", "json"
     )
@@ -97,7 +115,6 @@ def test_human_steps_and_their_exit_codes(
     code, _, err = run(capsys, "proposals", "approve", esc["id"])
     assert code == 1
     assert "someone else changed it first" in err
-    other = submit(capsys, tmp_path, {**GIT, "command": "git status"})
     code, out, _ = run(capsys, "proposals", "reject", other["id"], "--reason", "no")
     assert code == 0
     assert "rejected: no" in out
@@ -168,12 +185,12 @@ def test_a_damaged_store_is_a_clear_error(state: Path, capsys: pytest.CaptureFix
 def test_a_locked_store_is_a_clear_error(
     state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    submit(capsys, tmp_path, LS)
+    proposal = submit(capsys, tmp_path, LS)
     holder = sqlite3.connect(state / "janus.db", isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     monkeypatch.setattr("janus_policy.proposals.store.BUSY_TIMEOUT_S", 0.2)
     try:
-        code, _, err = run(capsys, "proposals", "approve", "p-")
+        code, _, err = run(capsys, "proposals", "approve", proposal["id"])
     finally:
         holder.execute("ROLLBACK")
         holder.close()

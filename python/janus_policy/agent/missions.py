@@ -285,7 +285,18 @@ class MissionBook:
         )
         return cls(state_dir, config.missions_dir, audit)
 
-    def __init__(self, state_dir: Path, missions_dir: Path, audit: AuditLogs) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        missions_dir: Path,
+        audit: AuditLogs,
+        *,
+        poll_interval_s: float = 0.0,
+    ) -> None:
+        #: How often the mission files are looked at for changes (the daemon's
+        #: harness.mission_poll_interval_s; commands look every time).
+        self.poll_interval_s = poll_interval_s
+        self._checked = 0.0
         self.state_dir = Path(state_dir)
         self.missions_dir = Path(missions_dir)
         self.audit = audit
@@ -300,6 +311,10 @@ class MissionBook:
     def _load(self) -> dict[str, Mission]:
         """The missions, read again when a file of the dir was added, removed
         or changed since the last read; raises MissionError when they are bad."""
+        now = time.monotonic()
+        if self._signature is not None and now - self._checked < self.poll_interval_s:
+            return self._missions
+        self._checked = now
         signature = []
         for p in mission_files(self.missions_dir):
             try:

@@ -16,10 +16,9 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from janus_policy.agent.backends import Backend, BackendError
+from janus_policy.agent.backends import Backend
 from janus_policy.agent.missions import Mission, MissionBook
 from janus_policy.agent.prompt import CONSTITUTION, build_prompt
-from janus_policy.errors import JanusError
 from janus_policy.proposals.lifecycle import Lifecycle
 from janus_policy.proposals.states import FINISHED
 from janus_policy.proposals.store import Record
@@ -27,6 +26,8 @@ from janus_policy.text import clean, what
 
 #: The longest back-off, as a multiple of the first.
 MAX_BACKOFF = 64
+#: How long stop() waits for a generation under way.
+STOP_WAIT_S = 5.0
 
 
 def outcome_line(r: Record) -> str:
@@ -109,10 +110,12 @@ class ThinkingCycle:
                 f"action type {proposal['action_type']!r} is not one mission {mission.id} "
                 f"allows ({', '.join(mission.allowed_action_types)})"
             )
+        # Counted first: a crash in between may waste a proposal of the
+        # budget, never overspend it.
+        self.missions.record_proposal(mission.id, proposal)
         record = self.lifecycle.submit(
             proposal, source=f"agent ({self.backend.name})", refuse=refuse
         )
-        self.missions.record_proposal(mission.id, proposal)
         self.proposed += 1
         return record
 
@@ -121,7 +124,7 @@ class ThinkingCycle:
         while not self._stop.wait(wait):
             try:
                 record = self.step()
-            except (BackendError, JanusError) as e:
+            except Exception as e:  # a model, a store, a mission file: never kill the thread
                 self.failures += 1
                 wait = min(
                     self.failure_backoff_s * 2 ** (self.failures - 1),
@@ -142,7 +145,11 @@ class ThinkingCycle:
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join()
+            # A generation under way is not waited for past this: the daemon
+            # has executions to record before systemd's stop timeout.
+            self._thread.join(timeout=STOP_WAIT_S)
+            if self._thread.is_alive():
+                return  # the backend is still in use; it goes with the process
         self.backend.close()
 
     @property

@@ -60,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.handler(args)
     except JanusError as e:
         return fail(e)
+    except UnicodeError as e:  # bytes on the command line that are not UTF-8
+        print(f"janus-policy: error: an argument is not valid UTF-8 ({e})", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from janus_policy.errors import InputError, JanusError
@@ -20,6 +21,27 @@ def fail(error: JanusError) -> int:
     if isinstance(error, InputError) and error.field and error.field not in str(error):
         print(f"janus-policy: field: {error.field}", file=sys.stderr)
     return EXIT_USAGE
+
+
+def arg_text(text: str) -> str:
+    """Free text from the command line as valid UTF-8: bytes that are not
+    (Python keeps them as surrogates) become U+FFFD instead of failing later."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
+    """An argparse type: a number of `kind` above zero."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text!r}: must be above zero")
+        return value
+
+    return parse
 
 
 def add_format(p: argparse.ArgumentParser, *choices: str) -> None:

@@ -8,12 +8,26 @@ bad input.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
-from janus_policy.cli._common import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, add_format, print_json
+from janus_policy import documents
+from janus_policy.audit import AuditLogs
+from janus_policy.cli._common import (
+    EXIT_FINDINGS,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_format,
+    arg_text,
+    print_json,
+)
 from janus_policy.cli._state import add_state_options, config_of
+from janus_policy.config import STATE_DIR_ENV
+from janus_policy.errors import InputError, JanusError
 from janus_policy.proposals.lifecycle import Lifecycle, operator
+from janus_policy.proposals.store import Store
 from janus_policy.runtime import control
 from janus_policy.runtime.emergency import StopReport, emergency_stop, resume
 
@@ -51,17 +65,60 @@ def _print(report: StopReport) -> None:
     print(f"  pending proposals {verb} get suspended: {len(report.suspended)}")
     for s in report.suspended:
         print(f"    {s['id']} (was {s['was']})")
+    for error in report.errors:
+        print(f"  FAILED: {error}")
     if not report.dry_run:
         print(
             f"  took {report.seconds * 1000:.0f} ms; nothing executes until `janus-policy resume`"
         )
 
 
+def _state_dir(args: argparse.Namespace) -> Path:
+    """Where to stop. A broken agent.yaml must not keep anyone from stopping:
+    --state-dir or JANUS_STATE_DIR need no config at all, and a config that
+    does not validate still names its state dir if it can be read."""
+    if args.state_dir is not None:
+        return Path(args.state_dir).resolve()
+    if os.environ.get(STATE_DIR_ENV):
+        return Path(os.environ[STATE_DIR_ENV]).resolve()
+    try:
+        state_dir: Path = config_of(args).harness.state_dir
+        return state_dir
+    except InputError as e:
+        harness = _raw_harness(args.config)
+        if not isinstance(harness, dict) or not isinstance(harness.get("state_dir"), str):
+            raise
+        where: Path = (args.config.parent / harness["state_dir"]).resolve()
+        print(f"janus-policy: warning: {e}; stopping {where}, its state dir", file=sys.stderr)
+        return where
+
+
+def _raw_harness(config: Path | None) -> Any:
+    if config is None:
+        return None
+    try:
+        data = documents.read(config).data
+    except InputError:
+        return None
+    return data.get("harness") if isinstance(data, dict) else None
+
+
+def _open(state_dir: Path) -> Lifecycle | None:
+    try:
+        return Lifecycle(Store(state_dir), AuditLogs(state_dir))
+    except JanusError as e:
+        print(f"janus-policy: warning: {e}", file=sys.stderr)
+        return None
+
+
 def run_stop(args: argparse.Namespace) -> int:
-    config = config_of(args)
-    lc = Lifecycle.open(config)
+    state_dir = _state_dir(args)
     report = emergency_stop(
-        config.harness.state_dir, lc, actor=operator(), reason=args.reason, dry_run=args.dry_run
+        state_dir,
+        _open(state_dir),
+        actor=operator(),
+        reason=arg_text(args.reason),
+        dry_run=args.dry_run,
     )
     if args.format == "json":
         print_json(report.to_dict())

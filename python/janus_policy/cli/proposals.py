@@ -13,13 +13,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from janus_policy import documents
-from janus_policy.cli._common import EXIT_FINDINGS, EXIT_OK, add_format, print_json, table
+from janus_policy.cli._common import (
+    EXIT_FINDINGS,
+    EXIT_OK,
+    add_format,
+    arg_text,
+    positive,
+    print_json,
+    table,
+)
 from janus_policy.cli._state import add_state_options, config_of
 from janus_policy.config import AgentConfig
-from janus_policy.errors import InputError, JanusError, Location
+from janus_policy.errors import InputError, Location
 from janus_policy.execution.tools import ToolRegistry
-from janus_policy.policy.evaluate import PolicyEngine
-from janus_policy.policy.load import load_policy
 from janus_policy.proposals.lifecycle import Lifecycle, operator
 from janus_policy.proposals.states import STATES, Conflict, IllegalTransition
 from janus_policy.proposals.store import Record
@@ -53,7 +59,9 @@ def register(verbs: Any) -> None:
         metavar="S",
         help=f"only these states (repeatable or comma-separated): {', '.join(STATES)}",
     )
-    p.add_argument("--limit", type=int, default=50, metavar="N", help="at most N (default 50)")
+    p.add_argument(
+        "--limit", type=positive(int), default=50, metavar="N", help="at most N (default 50)"
+    )
     p.add_argument(
         "--since", metavar="T", help="created since: 2026-11-23, an ISO time, or 2h/30m/7d"
     )
@@ -64,8 +72,10 @@ def register(verbs: Any) -> None:
     _common(p, run_show)
 
     p = sub.add_parser("watch", help="a live table of recent proposals (Ctrl-C ends it)")
-    p.add_argument("--limit", type=int, default=20, metavar="N", help="rows (default 20)")
-    p.add_argument("--interval", type=float, default=0.5, metavar="S", help="refresh period")
+    p.add_argument("--limit", type=positive(int), default=20, metavar="N", help="rows (default 20)")
+    p.add_argument(
+        "--interval", type=positive(float), default=0.5, metavar="S", help="refresh period"
+    )
     p.add_argument("--count", type=int, metavar="N", help=argparse.SUPPRESS)  # for tests
     _common(p, run_watch, formats=False)
 
@@ -155,7 +165,7 @@ def _read_proposal(arg: str) -> documents.Document:
 def run_submit(args: argparse.Namespace) -> int:
     doc = _read_proposal(args.file)
     config, lc = _open(args)
-    record = lc.submit(doc, source=args.source or operator())
+    record = lc.submit(doc, source=arg_text(args.source) if args.source else operator())
     if record.state == "proposed":
         record = _decision_of(record, config, lc, args.wait)
     if args.format == "json":
@@ -166,20 +176,21 @@ def run_submit(args: argparse.Namespace) -> int:
 
 
 def _decision_of(record: Record, config: AgentConfig, lc: Lifecycle, wait: float) -> Record:
-    """The running daemon decides (we wake it and wait); with no daemon, this
-    command decides itself, with the same policy and the same code."""
+    """Only the daemon decides, with the policy and mode it runs under: this
+    command wakes it and waits. With no daemon running, the proposal waits
+    for one (a decision made here, under this command's configuration, could
+    approve what the daemon's would not)."""
     state_dir = config.harness.state_dir
     if control.stop_flag(state_dir) is not None:
         print("emergency stop in force: decided after `janus-policy resume`", file=sys.stderr)
         return record
     if control.signal_daemon(state_dir, control.SIG_WAKE) is None:
-        engine = PolicyEngine(load_policy(config.policy_dir), config.policy_settings())
-        try:
-            return lc.decide(record.id, engine)
-        except Conflict:  # a daemon started meanwhile and decided it
-            return lc.store.get(record.id)
-        finally:
-            engine.close()
+        print(
+            "no daemon is running: it is decided when one starts "
+            "(`janus-policy daemon run`, or `--until-idle` for one pass)",
+            file=sys.stderr,
+        )
+        return record
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         current = lc.store.get(record.id)
@@ -355,23 +366,25 @@ def _act(args: argparse.Namespace, action: Any) -> int:
 
 def run_approve(args: argparse.Namespace) -> int:
     config, lc = _open(args)
-    code = _act(args, lambda: lc.approve(args.id, actor=operator(), note=args.note))
+    code = _act(
+        args,
+        lambda: lc.approve(
+            args.id, actor=operator(), note=arg_text(args.note) if args.note else None
+        ),
+    )
     control.signal_daemon(config.harness.state_dir, control.SIG_WAKE)
     return code
 
 
 def run_reject(args: argparse.Namespace) -> int:
     _, lc = _open(args)
-    return _act(args, lambda: lc.reject(args.id, actor=operator(), reason=args.reason))
+    return _act(args, lambda: lc.reject(args.id, actor=operator(), reason=arg_text(args.reason)))
 
 
 def run_requeue(args: argparse.Namespace) -> int:
     config, lc = _open(args)
     record = lc.store.get(args.id)
-    try:
-        idempotent = ToolRegistry.from_config(config).get(record.tool).idempotent
-    except JanusError:
-        idempotent = False
+    idempotent = ToolRegistry.from_config(config).idempotent(record.tool)
     if not idempotent and not args.force:
         raise InputError(
             "E303",

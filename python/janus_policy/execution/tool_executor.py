@@ -89,10 +89,13 @@ class ToolExecutor:
         decision_limits: Mapping[str, Any],
         *,
         on_start: Callable[[int], None] | None = None,
+        halted: Callable[[], bool] | None = None,
     ) -> Execution:
         """Runs the proposal's tool; never raises for a tool or sandbox problem.
         `on_start` gets the sandbox's host pid once it runs (the emergency stop
-        kills it by that pid)."""
+        kills it by that pid). `halted` is asked right before the sandbox starts
+        and right after: an emergency stop that comes while the execution is
+        being set up must not let it run."""
         try:
             tool = self.registry.get(str(proposal.get("tool")))
         except JanusError as e:
@@ -127,7 +130,13 @@ class ToolExecutor:
                 tmp_size_mb=limits["disk_mb"],
             )
             values = {k: limits[k] for k in LIMIT_KEYS if k in limits}
+            if halted is not None and halted():
+                return Execution("killed", None, limits, argv, "emergency stop: never started")
             sandbox = self.runner.spawn(argv, profile, make_limits(values))
+            # A stop between the check and the spawn: its kill_all may have come
+            # before this sandbox existed.
+            if halted is not None and halted():
+                sandbox.kill()
             if on_start is not None:
                 on_start(sandbox.pid)
             outcome = sandbox.wait()

@@ -520,6 +520,11 @@ class ToolRegistry:
             raise ToolError("T001", f"tool: unknown tool {name!r}{hint}", "tool")
         return tool
 
+    def idempotent(self, name: str) -> bool:
+        """Whether running the tool again is harmless; an unknown tool is not."""
+        tool = self._tools.get(name)
+        return tool is not None and tool.idempotent
+
     def names(self) -> list[str]:
         return sorted(self._tools)
 

@@ -178,7 +178,8 @@ class PolicyEngine:
                 for r in rules
             ),
             reasons=tuple(reasons),
-            limits=self._limits(rules) if decision == "approve" else {},
+            # An escalation carries them too: a human approval runs under them.
+            limits=self._limits(rules) if decision != "deny" else {},
             escalation=escalation,
             policy_digest=self.policy.digest,
             eval_us=(time.perf_counter() - start) * 1e6,

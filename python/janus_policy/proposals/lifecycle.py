@@ -142,8 +142,16 @@ class Lifecycle:
         decision = engine.evaluate(record.proposal, mode=mode)
         with self.store.write() as tx:
             state, reason = self._judge(tx, record, decision)
+            recorded = decision.to_dict()
+            if state != STATE_OF[decision.decision]:
+                # Approved by the policy, escalated here (a budget, the allowed
+                # tools): the recorded decision says what stands, and why.
+                recorded |= {
+                    "decision": "escalate",
+                    "reasons": [*recorded["reasons"], reason.split("; ")[0]],
+                }
             fields: dict[str, Any] = {
-                "decision": decision.to_dict(),
+                "decision": recorded,
                 "policy_digest": decision.policy_digest,
             }
             if state == "escalated":
@@ -195,7 +203,16 @@ class Lifecycle:
     # ---- humans ----
 
     def approve(self, proposal_id: str, *, actor: str, note: str | None = None) -> Record:
+        """A human approval. A proposal suspended before the policy decided it
+        goes back to the policy instead: no human approval stands in for the
+        guardrails."""
         record = self.store.get(proposal_id)
+        if record.state == "suspended" and record.decision is None:
+            with self.store.write() as tx:
+                why = f"returned to the policy by {actor}: it was suspended before any decision"
+                tx.move(record.id, "suspended", "proposed", actor, why)
+            self._audit(tx.transitions)
+            return self.store.get(record.id)
         with self.store.write() as tx:
             if record.expires_at is not None and record.expires_at < tx.now:
                 raise Conflict(f"proposal {record.id}: its escalation expired; nothing done")
@@ -217,7 +234,8 @@ class Lifecycle:
     def reject(self, proposal_id: str, *, actor: str, reason: str) -> Record:
         record = self.store.get(proposal_id)
         with self.store.write() as tx:
-            # Not an approved one: it may be starting this very moment.
+            # Not an approved one: the daemon starts those at once; what is
+            # approved is stopped by the emergency stop.
             waiting = ("proposed", "escalated", "suspended", "interrupted")
             tx.move(record.id, waiting, "rejected", actor, reason)
         self._audit(tx.transitions)
@@ -279,16 +297,13 @@ class Lifecycle:
 
     # ---- the harness ----
 
-    def suspend_pending(self, *, actor: str, reason: str, dry_run: bool = False) -> list[Record]:
-        """Every proposed, escalated and approved proposal → suspended, at once."""
-        victims = self.store.proposals(states=PENDING, newest_first=False)
-        if dry_run or not victims:
-            return victims
+    def suspend_pending(self, *, actor: str, reason: str) -> list[Record]:
+        """Every proposed, escalated and approved proposal → suspended, at
+        once; the records as they were."""
         with self.store.write() as tx:
+            victims = [tx.get(pid) for pid in tx.ids_in(PENDING)]
             for r in victims:
-                current = tx.get(r.id).state
-                if current in PENDING:
-                    tx.move(r.id, current, "suspended", actor, reason)
+                tx.move(r.id, r.state, "suspended", actor, reason)
         self._audit(tx.transitions)
         return victims
 
@@ -327,11 +342,13 @@ class Lifecycle:
         stale = self.store.ids("approved", before=time.time(), column="approval_expires_at")
         if not now_ids and not stale:
             return []
+        changed = []
         with self.store.write() as tx:
             for pid in now_ids:
                 r = tx.get(pid)
                 if r.state != "escalated":
                     continue
+                changed.append(pid)
                 if r.on_expiry == "escalate":
                     period = (
                         (r.decision or {})
@@ -349,17 +366,22 @@ class Lifecycle:
                     )
             for pid in stale:
                 if tx.get(pid).state == "approved":
+                    changed.append(pid)
                     tx.move(pid, "approved", "rejected", "daemon", "the human approval expired")
         self._audit(tx.transitions)
-        return [self.store.get(p) for p in (*now_ids, *stale)]
+        return [self.store.get(p) for p in changed]
 
     # ---- the audit log ----
 
-    def _audit(self, seqs: Sequence[int] | None) -> None:
+    def _audit(self, seqs: Sequence[int] | None, *, older_than_s: float = 0.0) -> int:
+        """Appends these transitions (or every one still missing, if at least
+        `older_than_s` old) to the audit log, each marked in the store as soon
+        as it is written; how many."""
         if seqs is not None and not seqs:
-            return
-        done = []
-        for t in self.store.unaudited(seqs):
+            return 0
+        before = time.time() - older_than_s if seqs is None else None
+        missing = self.store.unaudited(seqs, before=before)
+        for t in missing:
             record = self.store.get(t.proposal_id)
             entry: dict[str, Any] = {
                 "proposal_id": t.proposal_id,
@@ -372,7 +394,15 @@ class Lifecycle:
             }
             if seqs is None:
                 entry["recovered"] = True
-            if t.from_state == "proposed" and t.to_state in STATE_OF.values():
+            if t.from_state is None:
+                # The submission: what was proposed, whatever becomes of it.
+                entry["proposal"] = record.proposal
+            if (
+                t.from_state == "proposed"
+                and record.decision is not None
+                and (t.to_state in STATE_OF.values())
+            ):
+                # A policy decision (not a duplicate or the relief valve).
                 entry |= {"proposal": record.proposal, "decision": record.decision}
                 self.audit.decisions.append("decision", entry)
             else:
@@ -384,11 +414,11 @@ class Lifecycle:
                     if t.from_state == "running"
                     else {**entry, "tool": record.tool, "proposal": record.proposal},
                 )
-            done.append(t.seq)
-        self.store.mark_audited(done)
+            self.store.mark_audited([t.seq])
+        return len(missing)
 
-    def catch_up_audit(self) -> int:
-        """Writes the records a crash kept from the audit log; how many."""
-        missing = len(self.store.unaudited())
-        self._audit(None)
-        return missing
+    def catch_up_audit(self, *, older_than_s: float = 0.0) -> int:
+        """Writes the records a crash kept from the audit log (transitions
+        committed at least `older_than_s` ago, so that a command still between
+        its commit and its append is left alone); how many."""
+        return self._audit(None, older_than_s=older_than_s)

@@ -20,8 +20,9 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     # A human approval that is not used in time is rejected.
     "approved": frozenset({"running", "rejected", "suspended"}),
     "running": frozenset({*FINISHED, "interrupted"}),
-    # After an emergency stop a human looks again at each one.
-    "suspended": frozenset({"approved", "rejected"}),
+    # After an emergency stop a human looks again at each one (one the policy
+    # never decided goes back to it).
+    "suspended": frozenset({"approved", "rejected", "proposed"}),
     # Found running after a crash: re-run (requeue) or give up.
     "interrupted": frozenset({"approved", "rejected"}),
 }

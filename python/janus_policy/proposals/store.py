@@ -25,6 +25,8 @@ from janus_policy.errors import JanusError
 from janus_policy.proposals.states import STATES, Conflict, check
 
 DB_NAME = "janus.db"
+#: The shortest id prefix taken for an id ("p-" and 4 more).
+MIN_PREFIX = 6
 #: How long a writer waits for another process's transaction before giving up.
 BUSY_TIMEOUT_S = 10.0
 
@@ -278,12 +280,20 @@ class Tx:
     def find_duplicate(self, fingerprint: str, window_s: float) -> str | None:
         """The first proposal with this fingerprint in the window that was not
         itself a duplicate."""
+        # Not one rejected before the policy saw it (the relief valve, a
+        # refusal): that says nothing about the action, so it may come again.
         row = self.db.execute(
             "SELECT id FROM proposals WHERE fingerprint = ? AND created_at > ?"
-            " AND duplicate_of IS NULL ORDER BY seq LIMIT 1",
+            " AND duplicate_of IS NULL AND NOT (state = 'rejected' AND decision IS NULL)"
+            " ORDER BY seq LIMIT 1",
             (fingerprint, self.now - window_s),
         ).fetchone()
         return str(row[0]) if row else None
+
+    def ids_in(self, states: Sequence[str]) -> list[str]:
+        marks = ",".join("?" * len(states))
+        query = f"SELECT id FROM proposals WHERE state IN ({marks}) ORDER BY seq"
+        return [r[0] for r in self.db.execute(query, tuple(states))]
 
     def count(self, states: Sequence[str]) -> int:
         marks = ",".join("?" * len(states))
@@ -377,11 +387,16 @@ class Store:
                 yield tx
                 self._db.execute("COMMIT")
             except sqlite3.Error as e:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise self._error(e) from None
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
+
+    def _rollback(self) -> None:
+        # SQLite may have rolled back already (a full disk, an I/O error).
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
 
     def _read(self, query: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -391,7 +406,12 @@ class Store:
                 raise self._error(e) from None
 
     def get(self, proposal_id: str) -> Record:
-        """By id, or by a unique prefix of one (as `git` takes commits)."""
+        """By id, or by a unique prefix of one (as `git` takes commits) of at
+        least MIN_PREFIX characters."""
+        if len(proposal_id) < MIN_PREFIX:
+            raise StoreError(
+                f"{proposal_id!r}: give a proposal id, or at least {MIN_PREFIX} characters of one"
+            )
         rows = self._read(
             "SELECT * FROM proposals WHERE id >= ? AND id < ? ORDER BY seq LIMIT 2",
             (proposal_id, proposal_id + "\uffff"),
@@ -457,10 +477,16 @@ class Store:
             )
         return [_transition(r) for r in rows]
 
-    def unaudited(self, seqs: Sequence[int] | None = None) -> list[Transition]:
-        """Transitions not yet in the audit log: these `seqs`, or all of them."""
+    def unaudited(
+        self, seqs: Sequence[int] | None = None, *, before: float | None = None
+    ) -> list[Transition]:
+        """Transitions not yet in the audit log: these `seqs`, or all of them
+        (made before `before`, if given)."""
         if seqs is None:
-            rows = self._read("SELECT * FROM transitions WHERE audited = 0 ORDER BY seq")
+            rows = self._read(
+                "SELECT * FROM transitions WHERE audited = 0 AND at < ? ORDER BY seq",
+                (before if before is not None else float("inf"),),
+            )
         else:
             marks = ",".join("?" * len(seqs))
             rows = self._read(

@@ -112,7 +112,7 @@ def daemon_pid(state_dir: Path) -> int | None:
     path = state_dir / DAEMON_LOCK
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
+    except OSError:  # none there, or not ours to read: no daemon we could signal
         return None
     try:
         try:
@@ -133,7 +133,7 @@ def signal_daemon(state_dir: Path, sig: signal.Signals) -> int | None:
         return None
     try:
         os.kill(pid, sig)
-    except ProcessLookupError:
+    except OSError:  # gone meanwhile, or not ours to signal
         return None
     return pid
 

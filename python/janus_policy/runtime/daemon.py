@@ -20,6 +20,7 @@ import select
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,6 +49,9 @@ from janus_policy.runtime.notify import Notifier
 #: After SIGTERM, how long executions under way may still finish before they
 #: are killed (and recorded as killed).
 STOP_GRACE_S = 10.0
+#: How often (and after how long) transitions missing from the audit log are
+#: written: a command that died between its commit and its append leaves some.
+AUDIT_CATCH_UP_S = 5.0
 
 
 class Log:
@@ -83,10 +87,15 @@ class Daemon:
         self.policy = LivePolicy(config.policy_dir, config.policy_settings())
         self.registry = ToolRegistry.from_config(config)
         self.tools = ToolExecutor(config, self.registry, SandboxRunner(config.sandbox))
+        #: Set while an emergency stop is in force (seen by signal or by flag):
+        #: no sandbox may start, and any that starts anyway is killed.
+        self._halted = threading.Event()
         self.auto = AutoExecutor(
             self.lifecycle,
             self.tools,
             max_concurrent=config.auto_executor.max_concurrent,
+            halted=self._is_halted,
+            log=self.log,
             on_finished=self._finished,
         )
         self.counters = Counters()
@@ -96,7 +105,12 @@ class Daemon:
         self.cycle: ThinkingCycle | None = None
         backend = make_backend(config.agent)
         if backend is not None:
-            self.missions = MissionBook(self.state_dir, config.missions_dir, self.audit)
+            self.missions = MissionBook(
+                self.state_dir,
+                config.missions_dir,
+                self.audit,
+                poll_interval_s=config.harness.mission_poll_interval_s,
+            )
             constitution = config.agent.constitution
             self.cycle = ThinkingCycle(
                 self.lifecycle,
@@ -113,8 +127,15 @@ class Daemon:
         self._stopping = False
         self._reload = False
         self._kill = False
+        self._poked = False
         self._last_expire = 0.0
         self._last_status = 0.0
+        self._last_audit = 0.0
+        self._last_dispatch = 0.0
+        self._failures = 0
+
+    def _is_halted(self) -> bool:
+        return self._halted.is_set() or control.stop_flag(self.state_dir) is not None
 
     # ---- signals: handlers only set flags; the wakeup fd ends the tick's sleep ----
 
@@ -125,6 +146,8 @@ class Daemon:
             self._reload = True
         elif signum == control.SIG_STOP:
             self._kill = True
+        elif signum == control.SIG_WAKE:
+            self._poked = True
 
     def _wake(self) -> None:
         """Ends the tick's sleep from another thread."""
@@ -161,11 +184,14 @@ class Daemon:
     # ---- the loop ----
 
     def run(self, *, until_idle: bool = False) -> int:
-        lock = control.DaemonLock.acquire(self.state_dir)
+        # Handlers first: a SIGUSR1/2 from another command must never find the
+        # default action (terminate) once the lock says a daemon runs.
+        restore = self._install_signals()
+        lock = self._acquire()
         if lock is None:
+            restore()
             pid = control.daemon_pid(self.state_dir)
             raise JanusError(f"a daemon already runs on {self.state_dir} (pid {pid})")
-        restore = self._install_signals()
         try:
             self._start()
             self.notify.ready(self._status_line(control.stop_flag(self.state_dir) is not None))
@@ -174,22 +200,52 @@ class Daemon:
             tick = 1.0 / self.config.harness.tick_hz
             while not self._stopping:
                 began = time.monotonic()
-                self._step()
-                if until_idle and self._idle():
+                if self._guarded_step() and until_idle and self._idle():
                     break
                 self._sleep(tick - (time.monotonic() - began))
-            self.notify.stopping()
-            self._stop(until_idle)
         finally:
-            self.notify.close()
-            restore()
-            self.policy.close()
-            self.store.close()
-            lock.release()
+            self.notify.stopping()
+            try:
+                self._stop(until_idle)
+            finally:
+                self.notify.close()
+                self.policy.close()
+                self.store.close()
+                lock.release()  # last: no second daemon while executions run
+                restore()
         return 0
 
+    def _acquire(self) -> control.DaemonLock | None:
+        """The daemon lock; a command probing it at this very moment holds it
+        for microseconds, so a refusal is retried briefly."""
+        for _ in range(50):
+            lock = control.DaemonLock.acquire(self.state_dir)
+            if lock is not None or control.daemon_pid(self.state_dir) is not None:
+                return lock
+            time.sleep(0.01)
+        return None
+
+    def _guarded_step(self) -> bool:
+        """One step; an error (a locked or full store, say) is logged and the
+        loop goes on after a growing pause rather than dying with executions
+        under way. Whether the step completed."""
+        try:
+            self._step()
+        except Exception as e:
+            self._failures += 1
+            pause = min(0.1 * 2**self._failures, 10.0)
+            self.log("step_failed", error=f"{type(e).__name__}: {e}", retry_in_s=pause)
+            self._sleep(pause)
+            return False
+        self._failures = 0
+        return True
+
     def _start(self) -> None:
-        recovered = self.lifecycle.recover(self._idempotent)
+        stopped = control.stop_flag(self.state_dir) is not None
+        if stopped:
+            self._halted.set()
+        # While stopped, interrupted ones wait for a human even if idempotent.
+        recovered = self.lifecycle.recover(lambda tool: not stopped and self._idempotent(tool))
         caught_up = self.lifecycle.catch_up_audit()
         flag = control.stop_flag(self.state_dir)
         self.log(
@@ -200,7 +256,7 @@ class Daemon:
             mode=self.config.mode,
             policy=str(self.policy.path),
             policy_digest=self.policy.digest,
-            sandbox=self.tools_method(),
+            sandbox=self._method(),
             emergency_stop=flag is not None,
         )
         for r in recovered:
@@ -208,17 +264,15 @@ class Daemon:
         if caught_up:
             self.log("audit_caught_up", records=caught_up)
 
-    def tools_method(self) -> str:
+    def _method(self) -> str:
+        """The sandbox method, probed now (not at the first execution)."""
         try:
-            return SandboxRunner(self.config.sandbox).method
+            return self.tools.runner.method
         except JanusError as e:
             return f"unavailable: {e}"
 
     def _idempotent(self, tool: str) -> bool:
-        try:
-            return self.registry.get(tool).idempotent
-        except JanusError:
-            return False
+        return self.registry.idempotent(tool)
 
     def _step(self) -> None:
         self.governor.tick()
@@ -226,38 +280,58 @@ class Daemon:
             self._reload = False
             self._reload_policy()
         stopped = control.stop_flag(self.state_dir) is not None
-        if self._kill:
+        if self._kill or (stopped and not self._halted.is_set()):
+            # Halted first, then kill: a sandbox starting meanwhile sees it.
+            self._halted.set()
             self._kill = False
-            killed = _sandbox.kill_all()
-            self.log("emergency_stop", sandboxes_killed=killed)
-        if not stopped:
-            now = time.monotonic()
+            self.log("emergency_stop", sandboxes_killed=_sandbox.kill_all())
+        elif not stopped and self._halted.is_set():
+            self._halted.clear()
+            self.log("resumed")
+        now = time.monotonic()
+        if now - self._last_audit >= AUDIT_CATCH_UP_S:
+            self._last_audit = now
+            if caught := self.lifecycle.catch_up_audit(older_than_s=AUDIT_CATCH_UP_S):
+                self.log("audit_caught_up", records=caught)
+        if not self._halted.is_set():
             if now - self._last_expire >= 1.0:
                 self._last_expire = now
                 for r in self.lifecycle.expire():
                     self.log("expired", proposal_id=r.id, now=r.state, reason=r.reason)
+            decided = False
             for pid in self.store.ids("proposed"):
                 if self._stopping or self._kill:
                     break
-                self._decide(pid)
-            # The governor may allow fewer executions than the configured maximum.
-            allowed = self.governor.concurrency(self.auto.max_concurrent)
-            for pid in self.store.ids("approved"):
-                if self.auto.running >= allowed or self._stopping or self._kill:
-                    break
-                if self.auto.dispatch(pid):
-                    self.log("started_execution", proposal_id=pid)
+                decided = self._decide(pid) or decided
+            # Approvals made elsewhere (a human) are looked for every poll
+            # interval; a wake-up or a fresh approval here looks at once.
+            due = now - self._last_dispatch >= self.config.auto_executor.poll_interval_s
+            if due or decided or self._poked:
+                self._poked = False
+                self._last_dispatch = now
+                self._dispatch()
         self._write_status(stopped)
         self.notify.watchdog()
 
-    def _decide(self, proposal_id: str) -> None:
+    def _dispatch(self) -> None:
+        # The governor may allow fewer executions than the configured maximum.
+        allowed = self.governor.concurrency(self.auto.max_concurrent)
+        for pid in self.store.ids("approved"):
+            if self.auto.running >= allowed or self._stopping or self._kill:
+                break
+            if self.auto.dispatch(pid):
+                self.log("started_execution", proposal_id=pid)
+
+    def _decide(self, proposal_id: str) -> bool:
+        """Decides one proposal; whether it was approved."""
         try:
             r = self.lifecycle.decide(proposal_id, self.policy)
         except JanusError as e:  # another process decided it first, or the store failed
             self.log("decide_failed", proposal_id=proposal_id, error=str(e))
-            return
+            return False
         self.counters.decided[r.state] = self.counters.decided.get(r.state, 0) + 1
         self.log("decided", proposal_id=r.id, state=r.state, reason=r.reason)
+        return r.state == "approved"
 
     def _finished(self, r: Record) -> None:
         self.counters.finished[r.state] = self.counters.finished.get(r.state, 0) + 1
@@ -360,11 +434,13 @@ class Daemon:
             if self.auto.running:
                 self.log("stop_killing", sandboxes_killed=_sandbox.kill_all())
         self.auto.shutdown()
-        self._last_status = 0.0
-        self._write_status(control.stop_flag(self.state_dir) is not None)
+        counts: dict[str, int] | str
+        try:
+            self._last_status = 0.0
+            self._write_status(control.stop_flag(self.state_dir) is not None)
+            counts = self.store.counts()
+        except (JanusError, OSError) as e:  # stopping anyway; say why the figures are missing
+            counts = f"unavailable: {e}"
         self.log(
-            "stopped",
-            decided=self.counters.decided,
-            finished=self.counters.finished,
-            counts=self.store.counts(),
+            "stopped", decided=self.counters.decided, finished=self.counters.finished, counts=counts
         )

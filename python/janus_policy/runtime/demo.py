@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -130,8 +131,7 @@ def _settle(lc: Lifecycle, timeout: float = 120.0) -> None:
         time.sleep(0.05)
 
 
-def run_demo(root: Path | None = None) -> DemoRun:
-    began = time.monotonic()
+def _directory(root: Path | None) -> Path:
     if root is None:
         root = Path(tempfile.mkdtemp(prefix="janus-demo-"))
     else:
@@ -139,6 +139,36 @@ def run_demo(root: Path | None = None) -> DemoRun:
         if any(root.iterdir()):
             raise InputError("E000", "the demo needs an empty directory", Location(str(root)))
     root.chmod(0o755)  # sandboxes (uid 65534 under root) reach their work dirs through it
+    return root
+
+
+def _wait(until: Callable[[], bool], daemon: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 120
+    while not until():
+        if daemon.poll() is not None or time.monotonic() > deadline:
+            raise JanusError(f"demo: {what}; see the daemon's log")
+        time.sleep(0.02)
+
+
+def _play(run: DemoRun, lc: Lifecycle, daemon: subprocess.Popen[bytes]) -> None:
+    """The agent's part (the daemon's thinking cycle), then the operator's."""
+    steps = run.steps
+    _wait(lambda: control.daemon_pid(run.state_dir) == daemon.pid, daemon, "no daemon started")
+    # The thinking cycle proposes the script, one per cycle.
+    _wait(lambda: len(lc.store.proposals(limit=len(steps))) == len(steps), daemon, "agent stopped")
+    _settle(lc)
+    for step, record in zip(steps, lc.store.proposals(newest_first=False), strict=False):
+        step.id = record.id
+    for step in steps:
+        if step.operator == "approve" and step.id:
+            lc.approve(step.id, actor=OPERATOR, note="looked at it: fine to run")
+    os.kill(daemon.pid, control.SIG_WAKE)
+    _settle(lc)
+
+
+def run_demo(root: Path | None = None) -> DemoRun:
+    began = time.monotonic()
+    root = _directory(root)
     steps = _steps(root / "data" / "corpus.txt")
     cfg = _config(root, steps)
     config = load_config(cfg)
@@ -146,37 +176,21 @@ def run_demo(root: Path | None = None) -> DemoRun:
     lc = Lifecycle.open(config)
     missions = MissionBook.open(config)
     missions.activate("demo-tour", actor=OPERATOR)
-    log = (root / "daemon.log").open("ab")
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "janus_policy", "daemon", "run", "--config", str(cfg)],
-        stdout=log,
-        stderr=log,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while control.daemon_pid(run.state_dir) != daemon.pid:
-            if daemon.poll() is not None or time.monotonic() > deadline:
-                raise JanusError(f"demo: the daemon did not start; see {root / 'daemon.log'}")
-            time.sleep(0.02)
-        # The agent: the thinking cycle proposes the script, one per cycle.
-        deadline = time.monotonic() + 120
-        while len(lc.store.proposals(limit=len(steps))) < len(steps):
-            if daemon.poll() is not None or time.monotonic() > deadline:
-                raise JanusError(f"demo: the agent stopped early; see {root / 'daemon.log'}")
-            time.sleep(0.05)
-        _settle(lc)
-        for step, record in zip(steps, lc.store.proposals(newest_first=False), strict=False):
-            step.id = record.id
-        # The operator: approves the escalations the script marks.
-        for step in run.steps:
-            if step.operator == "approve" and step.id:
-                lc.approve(step.id, actor=OPERATOR, note="looked at it: fine to run")
-        os.kill(daemon.pid, control.SIG_WAKE)
-        _settle(lc)
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(60)
-        log.close()
+    with (root / "daemon.log").open("ab") as log:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "janus_policy", "daemon", "run", "--config", str(cfg)],
+            stdout=log,
+            stderr=log,
+        )
+        try:
+            _play(run, lc, daemon)
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                daemon.wait(60)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait()
     mission, state = missions.get("demo-tour")
     run.mission = {"id": mission.id, **state.to_dict(), "budget": mission.proposal_budget}
     run.records = {s.id: lc.store.get(s.id) for s in run.steps if s.id}
