@@ -1,10 +1,15 @@
-"""Shared fixtures: one SandboxRunner per isolation method."""
+"""Shared fixtures: one SandboxRunner per isolation method; a state dir with
+its agent.yaml for tests that drive a real daemon."""
 
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from daemon_env import Env
 from janus_policy.execution.sandbox import SandboxRunner, SandboxSettings, SandboxUnavailable
 
 METHODS = ("bwrap", "native")
@@ -30,3 +35,16 @@ def runner(method: str) -> SandboxRunner:
         except SandboxUnavailable as e:
             pytest.skip(f"method {method} unavailable and JANUS_ALLOW_MISSING_SANDBOX=1: {e}")
     return r
+
+
+@pytest.fixture
+def env() -> Iterator[Env]:
+    """A state dir under /tmp (reachable by the sandbox uid); every daemon a
+    test started is killed at its end."""
+    with tempfile.TemporaryDirectory(prefix="janus-daemon-") as d:
+        os.chmod(d, 0o755)
+        e = Env(Path(d))
+        try:
+            yield e
+        finally:
+            e.stop_all()

@@ -22,15 +22,15 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from daemon_env import DENIED, ESCALATES, Env, wait_for
 from janus_policy.config import load_config
 from janus_policy.runtime import control
 from janus_policy.runtime.daemon import STOP_GRACE_S
-from test_daemon import DENIED, ESCALATES, Env, wait_for
 
 UNIT = Path(__file__).resolve().parents[1] / "packaging" / "systemd" / "janus-policy.service"
 UNIT_EXEC = "/opt/janus-policy/bin/janus-policy"
@@ -47,17 +47,6 @@ def unit_settings() -> dict[str, str]:
             key, _, value = line.partition("=")
             settings[key] = value
     return settings
-
-
-@pytest.fixture
-def env() -> Iterator[Env]:
-    with tempfile.TemporaryDirectory(prefix="janus-service-") as d:
-        os.chmod(d, 0o755)
-        e = Env(Path(d))
-        try:
-            yield e
-        finally:
-            e.stop_all()
 
 
 # ---- the unit ----

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from daemon_env import Env, wait_for
 from janus_policy import documents
 from janus_policy.agent.backends import BackendError, LlamaCppBackend, ScriptedBackend
 from janus_policy.agent.missions import MissionBook
@@ -21,7 +22,6 @@ from janus_policy.audit import AuditLogs
 from janus_policy.config import LlamaCppConfig
 from janus_policy.proposals.lifecycle import Lifecycle
 from janus_policy.proposals.store import Store
-from test_daemon import Env, wait_for
 from tiny_model import write_tiny_model
 
 MISSION = """\

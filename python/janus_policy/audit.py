@@ -36,10 +36,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from janus_policy import documents
 from janus_policy.errors import InputError, JanusError, Location
+
+if TYPE_CHECKING:
+    from janus_policy.config import AgentConfig
 
 SCHEMA_VERSION = 1
 LOG_NAMES = ("decisions.jsonl", "tool_use.jsonl", "mission_log.jsonl")
@@ -341,6 +344,15 @@ class AuditLogs:
         self.decisions: AuditLog = decisions
         self.tool_use: AuditLog = tool_use
         self.missions: AuditLog = missions
+
+    @classmethod
+    def of(cls, config: AgentConfig) -> AuditLogs:
+        """The logs of the configured state dir, written as agent.yaml says."""
+        return cls(
+            config.harness.state_dir,
+            fsync=config.audit.fsync,
+            rotate_bytes=config.audit.rotate_mb * 2**20,
+        )
 
 
 # ---- reading and verifying ----

@@ -279,11 +279,7 @@ class MissionBook:
 
     @classmethod
     def open(cls, config: AgentConfig) -> MissionBook:
-        state_dir = config.harness.state_dir
-        audit = AuditLogs(
-            state_dir, fsync=config.audit.fsync, rotate_bytes=config.audit.rotate_mb * 2**20
-        )
-        return cls(state_dir, config.missions_dir, audit)
+        return cls(config.harness.state_dir, config.missions_dir, AuditLogs.of(config))
 
     def __init__(
         self,

@@ -63,13 +63,9 @@ class Lifecycle:
     @classmethod
     def open(cls, config: AgentConfig) -> Lifecycle:
         """The store and audit logs of the configured state dir."""
-        state_dir = config.harness.state_dir
-        audit = AuditLogs(
-            state_dir, fsync=config.audit.fsync, rotate_bytes=config.audit.rotate_mb * 2**20
-        )
         return cls(
-            Store(state_dir),
-            audit,
+            Store(config.harness.state_dir),
+            AuditLogs.of(config),
             novelty_window_s=config.harness.novelty_window_s,
             max_pending=config.harness.max_pending,
             allowed_tools=config.auto_executor.allowed_tools,
