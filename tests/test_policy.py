@@ -409,7 +409,7 @@ def _load_findings(path: Path) -> list[Any]:
 
 
 @settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(st.one_of(JSONISH, st.text(max_size=300)))
 def test_loader_gives_a_policy_or_clean_findings(tmp_path: Path, doc: Any) -> None:
@@ -437,7 +437,7 @@ GUARDRAILS_ONLY = PolicyEngine(
 )
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=3000, deadline=None)
 @given(PROPOSALS)
 def test_no_proposal_is_approved_without_an_approving_rule(proposal: dict[str, Any]) -> None:
     # guardrails.yaml has no approve rule at all; nothing can come out approved.
