@@ -119,9 +119,9 @@ def test_human_steps_and_their_exit_codes(
     assert code == 0
     assert "rejected: no" in out
     # requeue: only interrupted ones, and only idempotent tools without --force
-    code, _, err = run(capsys, "proposals", "requeue", other["id"], "--force")
+    code, _, err = run(capsys, "proposals", "requeue", other["id"])
     assert code == 1
-    assert "is rejected now" in err
+    assert "is rejected: only an interrupted proposal is requeued" in err
 
 
 def test_watch_prints_changes_when_not_a_terminal(

@@ -384,6 +384,13 @@ def run_reject(args: argparse.Namespace) -> int:
 def run_requeue(args: argparse.Namespace) -> int:
     config, lc = _open(args)
     record = lc.store.get(args.id)
+    if record.state != "interrupted":
+        print(
+            f"janus-policy: {record.id} is {record.state}: only an interrupted proposal "
+            "is requeued",
+            file=sys.stderr,
+        )
+        return EXIT_FINDINGS
     idempotent = ToolRegistry.from_config(config).idempotent(record.tool)
     if not idempotent and not args.force:
         raise InputError(
