@@ -223,6 +223,22 @@ def test_expiry(lc: Lifecycle, engine: PolicyEngine) -> None:
     assert lc.store.get(esc2.id).reason == "the human approval expired"
 
 
+def test_an_escalation_that_says_so_is_renewed_not_rejected(
+    lc: Lifecycle, engine: PolicyEngine
+) -> None:
+    esc = lc.decide(lc.submit(GIT, source="t").id, engine)
+    with lc.store.write() as tx:
+        tx.update(esc.id, expires_at=tx.now - 1, on_expiry="escalate")
+    assert [r.id for r in lc.expire()] == [esc.id]
+    after = lc.store.get(esc.id)
+    assert after.state == "escalated"
+    assert after.expires_at is not None
+    assert after.expires_at > after.updated_at
+    kinds = [rec["kind"] for _, rec in audit.read_records(lc.audit.decisions.path)]
+    assert kinds[-1] == "escalation_renewed"
+    assert lc.approve(esc.id, actor="alice").state == "approved"
+
+
 def test_recovery_after_a_crash(lc: Lifecycle, engine: PolicyEngine) -> None:
     a = lc.decide(lc.submit(LS, source="t").id, engine)
     b = lc.decide(lc.submit({**LS, "tool": "file_chunker", "command": "x"}, source="t").id, engine)

@@ -210,7 +210,9 @@ class Lifecycle:
             self._audit(tx.transitions)
             return self.store.get(record.id)
         with self.store.write() as tx:
-            if record.expires_at is not None and record.expires_at < tx.now:
+            current = tx.get(record.id)  # as of now: a renewal may have come meanwhile
+            waiting = current.state == "escalated"
+            if waiting and current.expires_at is not None and current.expires_at < tx.now:
                 raise Conflict(f"proposal {record.id}: its escalation expired; nothing done")
             esc = (record.decision or {}).get("escalation") or {}
             ttl = esc.get("approval_expires_after_s", APPROVAL_TTL_S)
@@ -339,6 +341,7 @@ class Lifecycle:
         if not now_ids and not stale:
             return []
         changed = []
+        renewed: list[tuple[str, str | None, float]] = []
         with self.store.write() as tx:
             for pid in now_ids:
                 r = tx.get(pid)
@@ -352,6 +355,7 @@ class Lifecycle:
                         .get("expires_after_s", ESCALATION_TTL_S)
                     )
                     tx.update(pid, expires_at=tx.now + period)
+                    renewed.append((pid, r.policy_digest, tx.now + period))
                 else:
                     tx.move(
                         pid,
@@ -365,6 +369,9 @@ class Lifecycle:
                     changed.append(pid)
                     tx.move(pid, "approved", "rejected", "daemon", "the human approval expired")
         self._audit(tx.transitions)
+        for pid, digest, until in renewed:  # no state changes: recorded here
+            entry = {"proposal_id": pid, "policy_digest": digest, "expires_at": until}
+            self.audit.decisions.append("escalation_renewed", entry)
         return [self.store.get(p) for p in changed]
 
     # ---- the audit log ----
