@@ -4,6 +4,8 @@ report of what happened and where to look."""
 from __future__ import annotations
 
 import argparse
+import shutil
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,18 @@ from janus_policy.cli._common import EXIT_FINDINGS, EXIT_OK, add_format, print_j
 from janus_policy.proposals.store import Record
 from janus_policy.runtime.demo import DemoRun, Step, run_demo
 from janus_policy.text import clean, what
+
+
+def _program() -> str:
+    """How to run janus-policy again: by name if it is on PATH, else by the
+    path this one was started from (a virtualenv's, under `nox -s demo`)."""
+    me = Path(sys.argv[0])
+    if me.name == "janus-policy" and shutil.which("janus-policy") is None:
+        return str(me.resolve())
+    return "janus-policy"
+
+
+PROG = _program()
 
 
 def register(verbs: Any) -> None:
@@ -86,12 +100,12 @@ def report(run: DemoRun) -> str:
         run.summary,
         "",
         f"State, logs and outputs are kept in {run.root}:",
-        f"  janus-policy proposals list --config {run.config}",
-        f"  janus-policy proposals show ID --config {run.config}",
-        f"  janus-policy audit verify --config {run.config}",
+        f"  {PROG} proposals list --config {run.config}",
+        f"  {PROG} proposals show ID --config {run.config}",
+        f"  {PROG} audit verify --config {run.config}",
         f"  the daemon's log (JSON Lines): {run.root / 'daemon.log'}",
         f"  the nodes node_generator wrote: {run.root / 'nodes'}",
-        f"  janus-policy summary --format html --output summary.html --config {run.config}",
+        f"  {PROG} summary --format html --output summary.html --config {run.config}",
     ]
     return "\n".join(lines)
 
