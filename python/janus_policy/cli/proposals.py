@@ -372,6 +372,8 @@ def run_approve(args: argparse.Namespace) -> int:
             args.id, actor=operator(), note=arg_text(args.note) if args.note else None
         ),
     )
+    if code == EXIT_OK and control.stop_flag(config.harness.state_dir) is not None:
+        print("emergency stop in force: it runs after `janus-policy resume`", file=sys.stderr)
     control.signal_daemon(config.harness.state_dir, control.SIG_WAKE)
     return code
 

@@ -40,6 +40,7 @@ from janus_policy.execution.tools import ToolRegistry
 from janus_policy.policy.live import LivePolicy
 from janus_policy.policy.load import PolicyError, files_digest
 from janus_policy.proposals.lifecycle import Lifecycle
+from janus_policy.proposals.states import PENDING
 from janus_policy.proposals.store import Record
 from janus_policy.runtime import control
 from janus_policy.runtime.auto_executor import AutoExecutor
@@ -415,7 +416,7 @@ class Daemon:
     def _status_line(self, stopped: bool) -> str:
         """One line for `systemctl status`."""
         counts = self.store.counts()
-        pending = sum(counts.get(s, 0) for s in ("proposed", "escalated", "approved"))
+        pending = sum(counts.get(s, 0) for s in PENDING)
         line = (
             f"mode {self.config.mode}; running {self.auto.running}/{self.auto.max_concurrent}; "
             f"pending {pending} ({counts.get('escalated', 0)} escalated); "
