@@ -138,6 +138,12 @@ def test_shell_sees_only_its_read_paths(executor: ToolExecutor, base: Path) -> N
         ("sort --output=out data", "writes, deletes or runs programs"),
         ("date -s 2000-01-01", "writes, deletes or runs programs"),
         ("uniq data out", "at most 1 file operand"),
+        # GNU long options may be abbreviated; after `--` every word is an operand.
+        ("sort --compress-prog=sh -S 1K data", "writes, deletes or runs programs"),
+        ("sort --out=x data", "writes, deletes or runs programs"),
+        ("sort --outp x data", "writes, deletes or runs programs"),
+        ("date --se=2000-01-01", "writes, deletes or runs programs"),
+        ("uniq -- data -out", "at most 1 file operand"),
         ("xargs rm", "needs a shell"),
     ],
 )
@@ -356,6 +362,23 @@ def test_command_tool_refuses(
     assert e.value.field == field
     with pytest.raises(ToolError, match="takes args, not a command"):
         executor.registry.get("greet").plan(proposal("greet", command="ls"), Path("/tmp"))
+
+
+@pytest.mark.parametrize(
+    ("template", "args"),
+    [
+        (["ls", "{name}.txt"], {"name": "--hide=x"}),
+        (["ls", "{name}.txt"], {"name": "-R"}),
+        (["ls", "{a}{b}"], {"a": "-", "b": "R"}),
+        (["ls", "-l", "{name}"], {"name": "--recursive"}),
+    ],
+)
+def test_a_value_never_becomes_an_option(
+    make_config: Callable[..., AgentConfig], template: list[str], args: dict[str, str]
+) -> None:
+    tool = ToolRegistry.from_config(make_config(tools={"t": {"command": template}})).get("t")
+    with pytest.raises(ToolError, match="may not start with '-'"):
+        tool.plan(proposal("t", args=args), Path("/tmp"))
 
 
 # ---- limits ----

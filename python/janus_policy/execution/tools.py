@@ -201,16 +201,32 @@ SHELL_PROGRAMS: Mapping[str, _Allowed] = MappingProxyType(
 )
 
 
+def _refused(word: str, rule: _Allowed) -> bool:
+    """An option the rule refuses, also abbreviated: GNU programs take any
+    unambiguous start of a long option (`--compress-prog` for
+    `--compress-program`)."""
+    if word.startswith("--"):
+        return len(word) > 2 and any(r.startswith(word) for r in rule.refused if r.startswith("--"))
+    short = word.startswith("-") and word != "-"
+    return word in rule.refused or (short and bool(set(word[1:]) & set(rule.refused_letters)))
+
+
 def _check_options(name: str, rule: _Allowed, args: Sequence[str]) -> None:
     operands = 0
     skip_value = False
+    only_operands = False  # after `--`
     for a in args:
         if skip_value:
             skip_value = False
             continue
+        if only_operands:
+            operands += 1
+            continue
+        if a == "--":
+            only_operands = True
+            continue
         word = a.split("=", 1)[0] if a.startswith("--") else a
-        short = a.startswith("-") and not a.startswith("--")
-        if word in rule.refused or (short and set(a[1:]) & set(rule.refused_letters)):
+        if _refused(word, rule):
             raise ToolError(
                 "T012", f"command: {name} {a} writes, deletes or runs programs; refused", "command"
             )
@@ -446,8 +462,8 @@ def template_fields(template: Sequence[str]) -> list[str]:
 class CommandTool(Tool):
     """A tool declared in agent.yaml: an argv template filled from the args.
     Each value fills part of one element, so it never becomes two arguments;
-    a value standing alone may not start with `-` unless it follows an option
-    (so it cannot become an option)."""
+    an element the template does not start with `-` may not start with `-` once
+    filled (so a value never becomes an option)."""
 
     def __init__(self, config: ToolConfig) -> None:
         if not config.command:
@@ -480,9 +496,11 @@ class CommandTool(Tool):
         args = {k: str(v) for k, v in self.args(proposal).items()}
         argv = [element.format_map(args) for element in self.template]
         for i, element in enumerate(self.template[1:], start=1):
-            sole = _sole_field(element)
-            if sole and argv[i].startswith("-") and not self.template[i - 1].startswith("-"):
-                where = f"args.{sole}"
+            # Only the operator writes options: an element the template does
+            # not start with `-` must not become one, however it is filled.
+            if argv[i].startswith("-") and not element.startswith("-"):
+                fields = template_fields([self.template[0], element])
+                where = f"args.{fields[0]}" if fields else "command"
                 raise ToolError(
                     "T004", f"{where}: may not start with '-' (it would be an option)", where
                 )
@@ -492,14 +510,6 @@ class CommandTool(Tool):
             read_only_paths=[*binds, *self.read_paths],
             network=self.needs_network,
         )
-
-
-def _sole_field(element: str) -> str | None:
-    """The placeholder an element consists of alone, if it does."""
-    parts = list(string.Formatter().parse(element))
-    if len(parts) == 1 and parts[0][0] == "" and parts[0][1]:
-        return parts[0][1]
-    return None
 
 
 BUILTINS: Mapping[str, type[Tool]] = MappingProxyType(
