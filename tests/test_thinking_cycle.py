@@ -92,6 +92,30 @@ def test_scripted_proposals_go_the_submitted_path(tmp_path: Path) -> None:
     assert missions.get("tour")[1].proposals == 3
 
 
+def test_a_mission_paused_during_generation_takes_no_proposal(tmp_path: Path) -> None:
+    script = tmp_path / "script.yaml"
+    script.write_text("- {tool: shell, action_type: analysis, risk: low, command: ls}\n")
+    lc, missions = setup(tmp_path)
+    missions.activate("tour", actor="t")
+    scripted = ScriptedBackend(script)
+
+    class PausedMeanwhile:  # the operator pauses the mission while the model works
+        name = "scripted"
+        context_tokens = scripted.context_tokens
+        count_tokens = staticmethod(scripted.count_tokens)
+        close = staticmethod(scripted.close)
+
+        def propose(self, prompt: str, **kw: Any) -> dict[str, Any] | None:
+            missions.pause("tour", actor="operator")
+            return scripted.propose(prompt, **kw)
+
+    r = cycle(lc, missions, PausedMeanwhile(), []).step()
+    assert r is not None
+    assert r.state == "rejected"
+    assert "mission tour is paused" in (r.reason or "")
+    assert missions.get("tour")[1].proposals == 0
+
+
 def test_a_failing_backend_backs_off_and_recovers(tmp_path: Path) -> None:
     class Flaky:  # isolates the retry logic: fails three times, then runs out
         name = "flaky"

@@ -51,7 +51,7 @@ class Backend(Protocol):
     ) -> dict[str, Any] | None:
         """One schema-valid proposal; None when there is nothing more. A
         generating backend proposes only the `tools` and `action_types` given
-        (when given); a script proposes what it says, and the cycle checks."""
+        (when given); a script proposes what it says, and the policy judges it."""
         ...
 
     def close(self) -> None: ...

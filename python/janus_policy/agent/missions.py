@@ -444,12 +444,19 @@ class MissionBook:
 
     def record_proposal(self, mission_id: str, proposal: Mapping[str, Any]) -> MissionState:
         """Counts a proposal made for the mission; the one that spends the
-        budget exhausts it."""
+        budget exhausts it. Only an active mission with budget left takes one
+        (IllegalMissionTransition otherwise): it may have been paused, or
+        spent, while the proposal was being made."""
         mission = self._mission(mission_id)
         with self._change() as c:
             state = c.state(mission_id)
+            if state.status != "active" or not state.budget_left(mission):
+                raise IllegalMissionTransition(
+                    f"mission {mission_id} is {state.status} with {state.budget_left(mission)} "
+                    "proposals of its budget left: it takes no proposal"
+                )
             state = replace(state, proposals=state.proposals + 1)
-            if state.budget_left(mission) or state.status not in ("active", "paused"):
+            if state.budget_left(mission):
                 return c.put(mission_id, state)
             return c.move(
                 mission_id,

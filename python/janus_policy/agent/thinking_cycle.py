@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from janus_policy.agent.backends import Backend
-from janus_policy.agent.missions import Mission, MissionBook
+from janus_policy.agent.missions import IllegalMissionTransition, Mission, MissionBook
 from janus_policy.agent.prompt import CONSTITUTION, build_prompt
 from janus_policy.proposals.lifecycle import Lifecycle
 from janus_policy.proposals.states import FINISHED
@@ -105,14 +105,17 @@ class ThinkingCycle:
         # The proposal serves the active mission, whatever the model wrote.
         proposal = {**proposal, "mission": mission.id}
         refuse = None
-        if proposal["action_type"] not in mission.allowed_action_types:
+        try:
+            # Counted first: a crash in between may waste a proposal of the
+            # budget, never overspend it.
+            self.missions.record_proposal(mission.id, proposal)
+        except IllegalMissionTransition as e:  # paused or spent meanwhile
+            refuse = str(e)
+        if refuse is None and proposal["action_type"] not in mission.allowed_action_types:
             refuse = (
                 f"action type {proposal['action_type']!r} is not one mission {mission.id} "
                 f"allows ({', '.join(mission.allowed_action_types)})"
             )
-        # Counted first: a crash in between may waste a proposal of the
-        # budget, never overspend it.
-        self.missions.record_proposal(mission.id, proposal)
         record = self.lifecycle.submit(
             proposal, source=f"agent ({self.backend.name})", refuse=refuse
         )
