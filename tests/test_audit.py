@@ -144,7 +144,17 @@ def _change_and_rehash(lines: list[bytes]) -> None:
     record = json.loads(lines[6])
     record["to"] = "rejected"
     record["hash"] = record_hash(record)
-    lines[6] = json.dumps(record).encode() + b"\n"
+    lines[6] = json.dumps(record, separators=(",", ":")).encode() + b"\n"  # as written
+
+
+def _duplicate_key(lines: list[bytes]) -> None:
+    # Same parsed record (the last value wins in Python), other meaning to a
+    # reader that keeps the first value.
+    lines[6] = lines[6].replace(b'{"v":1,', b'{"v":1,"kind":"forged",', 1)
+
+
+def _reformat(lines: list[bytes]) -> None:
+    lines[6] = json.dumps(json.loads(lines[6])).encode() + b"\n"
 
 
 def _drop(lines: list[bytes]) -> None:
@@ -193,6 +203,8 @@ def _not_an_object(lines: list[bytes]) -> None:
         (_not_json, 7, "not JSON"),
         (_version, 7, "schema version 2"),
         (_not_an_object, 7, "not a JSON object"),
+        (_duplicate_key, 7, "not the record as written"),
+        (_reformat, 7, "not the record as written"),
     ],
 )
 def test_verify_names_the_first_broken_line(

@@ -425,6 +425,12 @@ def _next_hash(raw: bytes, complete: bool, prev: str) -> str:
         raise _Broken("no hash field")
     if record_hash(item) != digest:
         raise _Broken("hash mismatch: the record was changed")
+    # The hash covers the record as parsed; the line must be exactly what was
+    # written, or a duplicate key (`"decision":"approve","decision":"deny"`,
+    # read one way by one reader and the other way by another) or added
+    # spacing would pass.
+    if _dumps(item) != raw:
+        raise _Broken("the line is not the record as written (duplicate keys or reformatting)")
     if item.get("prev") != prev:
         raise _Broken("prev is not the hash of the record before: a record was dropped or moved")
     return digest
