@@ -253,6 +253,10 @@ def test_output_file_and_bad_input(
     code, _, err = run_cli(capsys, *state, "--date", "2025-02-30")
     assert code == 2
     assert "--date '2025-02-30': expected a calendar date as YYYY-MM-DD" in err
+    for edge in ("9999-12-31", "0001-01-01"):  # the next or the day itself out of range
+        code, _, err = run_cli(capsys, *state, "--date", edge)
+        assert code == 2
+        assert "E310" in err
     code, _, err = run_cli(capsys, "--state-dir", str(tmp_path / "nowhere"))
     assert code == 2
     assert f"no proposal store in {tmp_path / 'nowhere'}" in err

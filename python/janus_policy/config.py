@@ -436,6 +436,10 @@ class _Builder:
         protected = [state, policies]
         if self.shown != "<default>":
             protected.append(self.source)
+        # What steers the agent: a sandbox that could write it could raise its own budget.
+        protected += [
+            p for k in ("missions_dir", "constitution", "script") if (p := self.path_at("agent", k))
+        ]
         protected += [self.path(p) for p in data.get("protected_paths", [])]
         bwrap = self.path_at("sandbox", "bwrap_path")
         return SandboxSettings(

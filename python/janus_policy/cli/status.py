@@ -50,7 +50,9 @@ def _status_file(
     if data is None:
         return None, {}
     updated = data.get("updated_at")
-    if data.get("unreadable") or not isinstance(updated, int | float):
+    # A time that is not a real moment (Infinity, far future) is unreadable,
+    # never "fresh": the file is not trusted over the daemon lock.
+    if data.get("unreadable") or not isinstance(updated, int | float) or not now >= updated:
         return {"path": path, "unreadable": True, "live": False}, {}
     age = max(0.0, now - updated)
     by_running = pid is not None and data.get("pid") == pid
@@ -116,9 +118,10 @@ def _age(seconds: float) -> str:
 
 
 def _when(ts: Any) -> str:
-    if not isinstance(ts, int | float):
+    try:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (TypeError, ValueError, OverflowError, OSError):  # a flag file edited by hand
         return "an unknown time"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _status_line(report: dict[str, Any]) -> str:

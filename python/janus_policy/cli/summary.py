@@ -14,7 +14,7 @@ from janus_policy.cli._common import EXIT_OK, add_format
 from janus_policy.cli._state import add_state_options, config_of
 from janus_policy.errors import InputError, JanusError
 from janus_policy.proposals.store import DB_NAME, Store
-from janus_policy.runtime.summary import build_summary, render_html, render_text
+from janus_policy.runtime.summary import build_summary, day_bounds, render_html, render_text
 
 
 def register(verbs: Any) -> None:
@@ -36,11 +36,16 @@ def _day(text: str | None) -> date:
     if text is None:
         return date.today()
     try:
-        return date.fromisoformat(text)
-    except ValueError:
+        day = date.fromisoformat(text)
+        day_bounds(day)  # the day and the next must be times this system can hold
+    except (ValueError, OverflowError):
         raise InputError(
-            "E310", f"--date {text!r}: expected a calendar date as YYYY-MM-DD", None, "date"
+            "E310",
+            f"--date {text!r}: expected a calendar date as YYYY-MM-DD, between years 1 and 9999",
+            None,
+            "date",
         ) from None
+    return day
 
 
 def run(args: argparse.Namespace) -> int:

@@ -140,14 +140,11 @@ def _args_error(err: jsonschema.ValidationError) -> ToolError:
 
 def _program(configured: str, where: str) -> tuple[str, list[Path]]:
     """The host path of a configured program (a bare name is looked up on
-    the sandbox's PATH, then the host's), and the dir to bind so the sandbox
-    (which shows only /usr) can run it. Absent or not executable is an error
-    that says which setting to fix."""
-    found = (
-        configured
-        if "/" in configured
-        else shutil.which(configured, path=DEFAULT_PATH) or shutil.which(configured)
-    )
+    the sandbox's PATH only: the host's may hold dirs anyone can write, which
+    would then be bound in), and the dir to bind so the sandbox (which shows
+    only /usr) can run it. Absent or not executable is an error that says
+    which setting to fix."""
+    found = configured if "/" in configured else shutil.which(configured, path=DEFAULT_PATH)
     if found is None:
         raise ToolError("T040", f"{where}: {configured!r} is not found on PATH", where)
     path = Path(found).resolve()
@@ -309,7 +306,12 @@ class FileChunker(Tool):
             "additionalProperties": False,
             "required": ["path", "segment"],
             "properties": {
-                "path": {"type": "string", "minLength": 1, "maxLength": 4096},
+                "path": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 4096,
+                    "pattern": "^[^\\u0000]*$",
+                },
                 "segment": {"type": "integer", "minimum": 0, "maximum": 100_000_000},
             },
         }
