@@ -41,6 +41,7 @@ __all__ = [
     "default_state_dir",
     "default_work_dir",
     "load_config",
+    "state_dir_of",
 ]
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "defaults" / "agent.yaml"
@@ -243,13 +244,7 @@ class _Builder:
         return None if value is None else self.path(value)
 
     def build(self, state_dir: Path | str | None, policy_dir: Path | str | None) -> AgentConfig:
-        env_state = os.environ.get(STATE_DIR_ENV, "")
-        if state_dir is not None:
-            state = _given(state_dir)
-        elif env_state:
-            state = _given(env_state)
-        else:
-            state = self.path_at("harness", "state_dir") or default_state_dir()
+        state = _state_dir(state_dir, self.path_at("harness", "state_dir"))
         policies = (
             _given(policy_dir)
             if policy_dir is not None
@@ -469,6 +464,29 @@ class _Builder:
                         "which a sandbox must never see",
                         at,
                     )
+
+
+def _state_dir(given: Path | str | None, in_file: Path | None) -> Path:
+    """The state dir: --state-dir, else JANUS_STATE_DIR, else the config
+    file's harness.state_dir, else the default."""
+    env = os.environ.get(STATE_DIR_ENV, "")
+    if given is not None:
+        return _given(given)
+    if env:
+        return _given(env)
+    return in_file or default_state_dir()
+
+
+def state_dir_of(path: Path | str | None, state_dir: Path | str | None = None) -> Path:
+    """The state dir a config names, read without validating the rest of it:
+    for the emergency stop, which must work even when agent.yaml is broken.
+    Raises InputError only if the file cannot be read as YAML at all."""
+    if path is None or state_dir is not None or os.environ.get(STATE_DIR_ENV):
+        return _state_dir(state_dir, None)
+    doc = documents.read(path)
+    builder = _Builder(doc, Path(path), str(path))
+    value = builder.get("harness", "state_dir")
+    return _state_dir(None, builder.path(value) if isinstance(value, str) else None)
 
 
 def _given(path: Path | str) -> Path:

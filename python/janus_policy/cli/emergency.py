@@ -8,12 +8,10 @@ bad input.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from janus_policy import documents
 from janus_policy.audit import AuditLogs
 from janus_policy.cli._common import (
     EXIT_FINDINGS,
@@ -24,7 +22,7 @@ from janus_policy.cli._common import (
     print_json,
 )
 from janus_policy.cli._state import add_state_options, config_of
-from janus_policy.config import STATE_DIR_ENV
+from janus_policy.config import state_dir_of
 from janus_policy.errors import InputError, JanusError
 from janus_policy.proposals.lifecycle import Lifecycle, operator
 from janus_policy.proposals.store import Store
@@ -75,32 +73,13 @@ def _print(report: StopReport) -> None:
 
 def _state_dir(args: argparse.Namespace) -> Path:
     """Where to stop. A broken agent.yaml must not keep anyone from stopping:
-    --state-dir or JANUS_STATE_DIR need no config at all, and a config that
-    does not validate still names its state dir if it can be read."""
-    if args.state_dir is not None:
-        return Path(args.state_dir).resolve()
-    if os.environ.get(STATE_DIR_ENV):
-        return Path(os.environ[STATE_DIR_ENV]).resolve()
+    its state dir (or --state-dir, JANUS_STATE_DIR) is read without it."""
     try:
         state_dir: Path = config_of(args).harness.state_dir
-        return state_dir
     except InputError as e:
-        harness = _raw_harness(args.config)
-        if not isinstance(harness, dict) or not isinstance(harness.get("state_dir"), str):
-            raise
-        where: Path = (args.config.parent / harness["state_dir"]).resolve()
-        print(f"janus-policy: warning: {e}; stopping {where}, its state dir", file=sys.stderr)
-        return where
-
-
-def _raw_harness(config: Path | None) -> Any:
-    if config is None:
-        return None
-    try:
-        data = documents.read(config).data
-    except InputError:
-        return None
-    return data.get("harness") if isinstance(data, dict) else None
+        state_dir = state_dir_of(args.config, args.state_dir)
+        print(f"janus-policy: warning: {e}; stopping {state_dir}", file=sys.stderr)
+    return state_dir
 
 
 def _open(state_dir: Path) -> Lifecycle | None:

@@ -22,8 +22,8 @@ import socket
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, TextIO
 
@@ -69,14 +69,6 @@ class Log:
         self.stream.flush()
 
 
-@dataclass
-class Counters:
-    decided: dict[str, int] = field(default_factory=dict)
-    finished: dict[str, int] = field(default_factory=dict)
-    reloads: int = 0
-    failed_reloads: int = 0
-
-
 class Daemon:
     def __init__(self, config: AgentConfig, *, log: Log | None = None) -> None:
         self.config = config
@@ -99,7 +91,9 @@ class Daemon:
             log=self.log,
             on_finished=self._finished,
         )
-        self.counters = Counters()
+        #: What this run decided and finished, by state, for its last log line.
+        self.decided: Counter[str] = Counter()
+        self.finished: Counter[str] = Counter()
         self.notify = Notifier.from_env()
         self.governor = Governor(config.governor)
         self.missions: MissionBook | None = None
@@ -246,9 +240,9 @@ class Daemon:
         if stopped:
             self._halted.set()
         # While stopped, interrupted ones wait for a human even if idempotent.
-        recovered = self.lifecycle.recover(lambda tool: not stopped and self._idempotent(tool))
+        idempotent = self.registry.idempotent
+        recovered = self.lifecycle.recover(lambda tool: not stopped and idempotent(tool))
         caught_up = self.lifecycle.catch_up_audit()
-        flag = control.stop_flag(self.state_dir)
         self.log(
             "started",
             pid=os.getpid(),
@@ -258,7 +252,7 @@ class Daemon:
             policy=str(self.policy.path),
             policy_digest=self.policy.digest,
             sandbox=self._method(),
-            emergency_stop=flag is not None,
+            emergency_stop=stopped,
         )
         for r in recovered:
             self.log("interrupted", proposal_id=r.id, tool=r.tool, now=r.state)
@@ -271,9 +265,6 @@ class Daemon:
             return self.tools.runner.method
         except JanusError as e:
             return f"unavailable: {e}"
-
-    def _idempotent(self, tool: str) -> bool:
-        return self.registry.idempotent(tool)
 
     def _step(self) -> None:
         self.governor.tick()
@@ -330,12 +321,12 @@ class Daemon:
         except JanusError as e:  # another process decided it first, or the store failed
             self.log("decide_failed", proposal_id=proposal_id, error=str(e))
             return False
-        self.counters.decided[r.state] = self.counters.decided.get(r.state, 0) + 1
+        self.decided[r.state] += 1
         self.log("decided", proposal_id=r.id, state=r.state, reason=r.reason)
         return r.state == "approved"
 
     def _finished(self, r: Record) -> None:
-        self.counters.finished[r.state] = self.counters.finished.get(r.state, 0) + 1
+        self.finished[r.state] += 1
         if self.missions is not None and r.mission:
             try:
                 self.missions.record_outcome(r.mission, r)
@@ -364,7 +355,6 @@ class Daemon:
         try:
             result = self.policy.reload()
         except PolicyError as e:
-            self.counters.failed_reloads += 1
             findings = [str(f) for f in e.findings]
             # The refused policy has no digest of its own; its files' bytes name it.
             refused = files_digest(self.policy.path)
@@ -374,7 +364,6 @@ class Daemon:
                 {"policy_digest": old, "refused_files": refused, "ok": False, "findings": findings},
             )
             return
-        self.counters.reloads += 1
         self.log("reloaded", old_digest=result.old_digest, new_digest=result.new_digest)
         self.audit.decisions.append(
             "policy_reload",
@@ -442,6 +431,4 @@ class Daemon:
             counts = self.store.counts()
         except (JanusError, OSError) as e:  # stopping anyway; say why the figures are missing
             counts = f"unavailable: {e}"
-        self.log(
-            "stopped", decided=self.counters.decided, finished=self.counters.finished, counts=counts
-        )
+        self.log("stopped", decided=dict(self.decided), finished=dict(self.finished), counts=counts)
