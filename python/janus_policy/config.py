@@ -23,9 +23,10 @@ from janus_policy import documents
 from janus_policy.documents import Document, JsonPath, did_you_mean, pointer
 from janus_policy.errors import InputError
 from janus_policy.execution.sandbox import SandboxSettings, make_limits
-from janus_policy.execution.tools import BUILTINS, template_fields
+from janus_policy.execution.tools import BUILTINS, ToolRegistry, template_fields
 from janus_policy.policy.evaluate import Settings
 from janus_policy.policy.load import BUNDLED_POLICIES
+from janus_policy.policy.tool_specs import BUILTIN_TOOLS
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -120,6 +121,7 @@ class ToolConfig:
     limits: Mapping[str, Any] = field(default_factory=dict)
     read_only: bool | None = None
     idempotent: bool | None = None
+    reversible: bool | None = None
     description: str = ""
 
 
@@ -188,11 +190,12 @@ class AgentConfig:
         return "beta" if self.auto_executor.enabled else "alpha"
 
     def policy_settings(self) -> Settings:
-        """What the policy engine is bounded by: mode, risk ceiling, maxima."""
+        """What the policy engine is bounded by: mode, risk ceiling, maxima, the tools."""
         return Settings(
             mode=self.mode,
             max_risk=self.auto_executor.max_risk_level,
             limits={**self.auto_executor.limits.as_limits(), "network": False},
+            tools=ToolRegistry.from_config(self).specs(),
         )
 
 
@@ -389,8 +392,8 @@ class _Builder:
             )
         if builtin is not None and command is not None and not builtin.configurable_command:
             raise self.error("C003", f"the built-in {name} has a fixed command", (*at, "command"))
-        for flag in ("read_only", "idempotent"):
-            if builtin is not None and data.get(flag) is True and not getattr(builtin, flag):
+        for flag in ("read_only", "idempotent", "reversible"):
+            if builtin is not None and data.get(flag) is True and not getattr(BUILTIN_TOOLS[name], flag):
                 raise self.error(
                     "C004",
                     f"the built-in {name} is not {flag.replace('_', '-')}; it can only be made "
@@ -418,6 +421,7 @@ class _Builder:
             limits=MappingProxyType(dict(limits)),
             read_only=data.get("read_only"),
             idempotent=data.get("idempotent"),
+            reversible=data.get("reversible"),
             description=data.get("description", ""),
         )
 

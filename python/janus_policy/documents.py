@@ -30,6 +30,9 @@ JsonPath = tuple[str | int, ...]
 #: or exhaust the loader.
 MAX_BYTES = 10 * 1024 * 1024
 MAX_DEPTH = 64
+#: Nodes built through YAML aliases, in all: an alias shares a node, so a few
+#: hundred bytes of anchors of anchors ("billion laughs") would build billions.
+MAX_ALIAS_NODES = 10_000
 
 
 @dataclass
@@ -56,40 +59,106 @@ def pointer(at: JsonPath) -> str:
     return out or "(document)"
 
 
-def _construct(
-    node: yaml.Node, at: JsonPath, doc: Document, scalars: yaml.constructor.SafeConstructor
-) -> Any:
-    doc.positions[at] = (node.start_mark.line + 1, node.start_mark.column + 1)
-    if len(at) > MAX_DEPTH:
-        raise InputError(
-            "E005", f"nested deeper than {MAX_DEPTH} levels", _mark(doc.path, node), pointer(at)
-        )
-    if isinstance(node, yaml.MappingNode):
-        out: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            key = (
-                scalars.construct_object(key_node)
-                if isinstance(key_node, yaml.ScalarNode)
-                else None
+class _Alias(yaml.Node):
+    """One use of an anchor (`*a`). PyYAML composes a use as the anchored node
+    itself, which would leave the use no position and its expansion uncounted."""
+
+
+class _TooDeep(yaml.MarkedYAMLError):
+    """A node nested deeper than MAX_DEPTH, met while composing."""
+
+
+class _Loader(yaml.SafeLoader):
+    """Composes each use of an anchor as an _Alias, and no node deeper than
+    MAX_DEPTH: PyYAML's composer recurses, and would exhaust the stack."""
+
+    depth = 0  # of the node being composed
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        is_alias = self.check_event(yaml.AliasEvent)
+        mark = self.current_event.start_mark  # of the event check_event looked at
+        if is_alias:
+            return _Alias("", super().compose_node(parent, index), mark, mark)
+        if self.depth > MAX_DEPTH:
+            raise _TooDeep(problem_mark=mark)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+@dataclass
+class _Builder:
+    """Builds the data of a composed document, recording where each node is."""
+
+    doc: Document
+    # A constructor per document: it remembers every node it built.
+    scalars: yaml.constructor.SafeConstructor = field(
+        default_factory=yaml.constructor.SafeConstructor
+    )
+    aliased: int = 0  # nodes built through aliases so far
+
+    def build(
+        self, node: yaml.Node, at: JsonPath, via: tuple[_Alias, JsonPath] | None = None
+    ) -> Any:
+        """The data of `node` at `at`; `via` is the alias (and its path) it is
+        reached through, the outermost one, which is where the text uses it."""
+        doc = self.doc
+        if isinstance(node, _Alias):
+            return self.build(node.value, at, via or (node, at))
+        doc.positions[at] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if len(at) > MAX_DEPTH:
+            raise InputError(
+                "E005", f"nested deeper than {MAX_DEPTH} levels", _mark(doc.path, node), pointer(at)
             )
-            if not isinstance(key, str):
+        if via is not None:
+            self.aliased += 1
+            if self.aliased > MAX_ALIAS_NODES:
                 raise InputError(
-                    "E003", "keys must be strings", _mark(doc.path, key_node), pointer(at)
+                    "E007",
+                    f"alias expansion over {MAX_ALIAS_NODES} nodes (a YAML alias bomb?)",
+                    _mark(doc.path, via[0]),
+                    pointer(via[1]),
                 )
-            if key in out:
-                raise InputError(
-                    "E004", f"duplicate key {key!r}", _mark(doc.path, key_node), pointer((*at, key))
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                # A key is a scalar, through an alias or not: nothing to expand.
+                built = key_node.value if isinstance(key_node, _Alias) else key_node
+                key = self.scalar(built, at) if isinstance(built, yaml.ScalarNode) else None
+                if not isinstance(key, str):
+                    raise InputError(
+                        "E003", "keys must be strings", _mark(doc.path, key_node), pointer(at)
+                    )
+                if key in out:
+                    raise InputError(
+                        "E004",
+                        f"duplicate key {key!r}",
+                        _mark(doc.path, key_node),
+                        pointer((*at, key)),
+                    )
+                out[key] = self.build(value_node, (*at, key), via)
+                # A field's errors point at its key, where an editor's cursor goes.
+                doc.positions[(*at, key)] = (
+                    key_node.start_mark.line + 1,
+                    key_node.start_mark.column + 1,
                 )
-            out[key] = _construct(value_node, (*at, key), doc, scalars)
-            # A field's errors point at its key, where an editor's cursor goes.
-            doc.positions[(*at, key)] = (
-                key_node.start_mark.line + 1,
-                key_node.start_mark.column + 1,
-            )
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_construct(item, (*at, i), doc, scalars) for i, item in enumerate(node.value)]
-    return scalars.construct_object(node)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, (*at, i), via) for i, item in enumerate(node.value)]
+        return self.scalar(node, at)
+
+    def scalar(self, node: yaml.Node, at: JsonPath) -> Any:
+        try:
+            return self.scalars.construct_object(node)
+        except (ValueError, LookupError, AttributeError):
+            # What PyYAML cannot build raises these, not a ConstructorError: a date that
+            # does not exist, an int of more digits than Python converts, `!!bool x`.
+            kind = node.tag.rsplit(":", 1)[-1]
+            raise InputError(
+                "E001", f"invalid YAML: not a valid {kind}", _mark(self.doc.path, node), pointer(at)
+            ) from None
 
 
 def _mark(path: str, node: yaml.Node) -> Location:
@@ -102,12 +171,12 @@ def parse(text: str, path: str) -> Document:
     if len(text) > MAX_BYTES:
         raise InputError("E006", f"larger than {MAX_BYTES // (1024 * 1024)} MiB", Location(path))
     try:
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
-    except RecursionError:
-        raise InputError("E005", f"nested deeper than {MAX_DEPTH} levels", Location(path)) from None
+        nodes = list(yaml.compose_all(text, Loader=_Loader))
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         loc = Location(path, mark.line + 1, mark.column + 1) if mark else Location(path)
+        if isinstance(e, _TooDeep):
+            raise InputError("E005", f"nested deeper than {MAX_DEPTH} levels", loc) from None
         raise InputError("E001", f"invalid YAML: {e.problem or e.context}", loc) from None
     except yaml.YAMLError as e:
         raise InputError("E001", f"invalid YAML: {e}", Location(path)) from None
@@ -115,13 +184,48 @@ def parse(text: str, path: str) -> Document:
         raise InputError("E002", "expected one YAML document, found several", Location(path))
     if nodes and nodes[0] is not None:
         try:
-            # A constructor per document: it remembers every node it built.
-            doc.data = _construct(nodes[0], (), doc, yaml.constructor.SafeConstructor())
+            doc.data = _Builder(doc).build(nodes[0], ())
         except yaml.constructor.ConstructorError as e:
             mark = e.problem_mark
             loc = Location(path, mark.line + 1, mark.column + 1) if mark else Location(path)
             raise InputError("E001", f"invalid YAML: {e.problem}", loc) from None
     return doc
+
+
+def parse_json(text: str, path: str, line: int = 1) -> Any:
+    """One JSON value (a JSONL line: `line` is its number), bounded like `parse`:
+    InputError E001 when it is not JSON, E005 or E006 when too deep or large."""
+    where = Location(path, line, 1)
+    if len(text) > MAX_BYTES:
+        raise InputError("E006", f"larger than {MAX_BYTES // (1024 * 1024)} MiB", where)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        at = Location(path, line + e.lineno - 1, e.colno)
+        raise InputError("E001", f"invalid JSON: {e.msg}", at) from None
+    except ValueError:  # an int of more digits than Python converts
+        raise InputError("E001", "invalid JSON: a number too long", where) from None
+    except RecursionError:
+        pass
+    else:
+        if not _deeper_than_max(data):
+            return data
+    raise InputError("E005", f"nested deeper than {MAX_DEPTH} levels", where)
+
+
+def _deeper_than_max(data: Any) -> bool:
+    """Whether JSON data holds a value deeper than MAX_DEPTH, counted as `parse`
+    counts: json.loads nests as deep as the stack lets it."""
+    pending = [(data, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            return True
+        if isinstance(item, dict):
+            pending.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            pending.extend((v, depth + 1) for v in item)
+    return False
 
 
 def read(path: Path | str) -> Document:

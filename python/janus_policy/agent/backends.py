@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from janus_policy import documents
 from janus_policy.config import LlamaCppConfig, ThinkingConfig
-from janus_policy.errors import InputError, JanusError, Location
+from janus_policy.errors import InputError, JanusError
 from janus_policy.proposals.lifecycle import validate_proposal
 
 if TYPE_CHECKING:
@@ -128,11 +128,7 @@ def _read_json_lines(path: Path) -> list[dict[str, Any]]:
     for n, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as e:
-            loc = Location(str(path), n, e.colno)
-            raise InputError("E001", f"invalid JSON: {e.msg}", loc) from None
+        data = documents.parse_json(line, str(path), n)
         # One line holds a whole proposal: its fields are placed at the line.
         column = len(line) - len(line.lstrip()) + 1
         out.append(_checked(documents.Document(str(path), data, {(): (n, column)})))

@@ -340,7 +340,7 @@ class MissionBook:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return _Book()
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, RecursionError) as e:  # RecursionError: nested too deeply
             raise InputError(
                 "E001", f"cannot read the mission state: {e}", Location(str(self.path))
             ) from None

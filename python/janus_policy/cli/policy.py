@@ -93,7 +93,11 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def _read_proposal(source: str) -> dict[str, Any]:
-    doc = documents.parse(sys.stdin.read(), "<stdin>") if source == "-" else documents.read(source)
+    doc = (
+        documents.parse(sys.stdin.read(documents.MAX_BYTES + 1), "<stdin>")
+        if source == "-"
+        else documents.read(source)
+    )
     documents.validate(doc, "proposal")
     data: dict[str, Any] = doc.data
     return data

@@ -157,7 +157,8 @@ def _summary(r: Record) -> str:
 
 def _read_proposal(arg: str) -> documents.Document:
     if arg == "-":
-        text = sys.stdin.read()
+        # Bounded: one character over the limit is enough for parse to refuse it.
+        text = sys.stdin.read(documents.MAX_BYTES + 1)
         return documents.parse(text, "<stdin>")
     return documents.read(arg)
 

@@ -3,8 +3,10 @@
 A tool turns a proposal into an `Invocation` (an argv, the host paths it may
 read, whether it wants the network) and refuses anything it cannot vouch for
 with a `ToolError` naming the field. Nothing here runs anything; the tool
-executor runs the invocation in the sandbox. Built-ins: `shell` (one
-allow-listed read-only program, no shell interpreter), `file_chunker`
+executor runs the invocation in the sandbox. What the policy knows of each
+tool (args, paths, read-only, idempotent, reversible) is its `ToolSpec`
+(policy/tool_specs.py). Built-ins: `shell` (exactly the command the policy
+judged, by the command catalogue), `file_chunker`
 (5,000-line segments of a file), `node_generator` (schema-valid YAML nodes
 into its output dir) and `llama-cli` (the local model binary). Tools declared
 in agent.yaml with a `command` are argv templates filled from the args.
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import shutil
 import string
 from abc import ABC, abstractmethod
@@ -31,7 +32,16 @@ from janus_policy import documents
 from janus_policy.documents import did_you_mean, pointer
 from janus_policy.errors import InputError
 from janus_policy.execution.sandbox import DEFAULT_PATH
-from janus_policy.policy.command import parse_command
+from janus_policy.policy.catalogue import Catalogue, bundled_catalogue
+from janus_policy.policy.command import RenderError, parse_command
+from janus_policy.policy.tool_specs import (
+    BUILTIN_TOOLS,
+    FILE_CHUNKER_ARGS,
+    LLAMA_CLI_ARGS,
+    NO_ARGS,
+    NODE_GENERATOR_ARGS,
+    ToolSpec,
+)
 
 if TYPE_CHECKING:
     from janus_policy.config import AgentConfig, ToolConfig
@@ -53,9 +63,6 @@ __all__ = [
 SEGMENT_LINES = 5000
 #: A node travels to the sandbox as one argv element, which Linux caps at 128 KiB.
 MAX_NODE_BYTES = 64 * 1024
-NO_ARGS: Mapping[str, Any] = MappingProxyType(
-    {"type": "object", "additionalProperties": False, "properties": {}}
-)
 
 
 class ToolError(InputError):
@@ -85,6 +92,7 @@ class Tool(ABC):
     args_schema: Mapping[str, Any] = NO_ARGS
     read_only: bool = False
     idempotent: bool = False
+    reversible: bool = False
     needs_network: bool = False
     default_limits: Mapping[str, Any] = MappingProxyType({})
     #: Whether proposals give a `command` (else only `args`).
@@ -98,9 +106,15 @@ class Tool(ABC):
         self.config = config
         self.name = config.name
         self.description = config.description or self.description
+        builtin = BUILTIN_TOOLS.get(self.name)
+        if builtin is not None and type(self) is BUILTINS.get(self.name):
+            # A built-in's properties are its spec's: one definition for policy and tool.
+            self.read_only, self.idempotent = builtin.read_only, builtin.idempotent
+            self.reversible = builtin.reversible
         # `is False`: an unset flag (None) keeps the tool's own value.
         self.read_only = self.read_only and config.read_only is not False
         self.idempotent = self.idempotent and config.idempotent is not False
+        self.reversible = self.reversible and config.reversible is not False
         #: The sandbox's writable dir when set (kept after the run); else a
         #: fresh dir per execution.
         self.working_dir: Path | None = config.working_dir
@@ -110,6 +124,19 @@ class Tool(ABC):
     @abstractmethod
     def plan(self, proposal: Mapping[str, Any], workdir: Path) -> Invocation:
         """The invocation for `proposal` in `workdir`; raises ToolError."""
+
+    def spec(self) -> ToolSpec:
+        """What the policy must know of this tool to judge its proposals."""
+        builtin = BUILTIN_TOOLS.get(self.name)
+        return ToolSpec(
+            self.name,
+            takes_command=self.takes_command,
+            args_schema=self.args_schema,
+            path_args=builtin.path_args if builtin else {},
+            read_only=self.read_only,
+            idempotent=self.idempotent,
+            reversible=self.reversible,
+        )
 
     def args(self, proposal: Mapping[str, Any]) -> dict[str, Any]:
         """The proposal's args, checked against this tool's schema."""
@@ -157,139 +184,41 @@ def _program(configured: str, where: str) -> tuple[str, list[Path]]:
 # ---- shell ----
 
 
-@dataclass(frozen=True)
-class _Allowed:
-    """Extra checks for one allow-listed program."""
-
-    #: Options (whole words, or their `--long=` form) that write, delete or run programs.
-    refused: frozenset[str] = frozenset()
-    #: The same as short-option letters, also inside clusters (`-uo`).
-    refused_letters: str = ""
-    #: Most file operands, for programs whose next operand is an output file.
-    max_operands: int | None = None
-    #: Options whose value is the next word (for counting operands).
-    valued: frozenset[str] = frozenset()
-
-
-#: find's actions that run programs, delete or write files.
-FIND_REFUSED = (
-    "-exec", "-execdir", "-ok", "-okdir", "-delete", "-fprint", "-fprint0", "-fprintf", "-fls",
-)  # fmt: skip
-#: Programs that only read (or print), with nothing more to check.
-READ_ONLY_PROGRAMS = (
-    "echo", "printf", "true", "false", "pwd", "uname", "id", "whoami", "nproc", "seq",
-    "basename", "dirname", "readlink", "realpath", "ls", "cat", "head", "tail", "wc", "grep",
-    "cut", "nl", "tac", "od", "stat", "du", "df", "md5sum", "sha1sum", "sha256sum", "sha512sum",
-    "cksum", "diff", "cmp", "comm",
-)  # fmt: skip
-SHELL_PROGRAMS: Mapping[str, _Allowed] = MappingProxyType(
-    {
-        **dict.fromkeys(READ_ONLY_PROGRAMS, _Allowed()),
-        "date": _Allowed(refused=frozenset({"-s", "--set"}), refused_letters="s"),
-        "sort": _Allowed(
-            refused=frozenset({"-o", "--output", "--compress-program"}), refused_letters="o"
-        ),
-        "uniq": _Allowed(
-            max_operands=1,
-            valued=frozenset({"-f", "-s", "-w", "--skip-fields", "--skip-chars", "--check-chars"}),
-        ),
-        "find": _Allowed(refused=frozenset(FIND_REFUSED)),
-    }
-)
-
-
-def _refused(word: str, rule: _Allowed) -> bool:
-    """An option the rule refuses, also abbreviated: GNU programs take any
-    unambiguous start of a long option (`--compress-prog` for
-    `--compress-program`)."""
-    if word.startswith("--"):
-        return len(word) > 2 and any(r.startswith(word) for r in rule.refused if r.startswith("--"))
-    short = word.startswith("-") and word != "-"
-    return word in rule.refused or (short and bool(set(word[1:]) & set(rule.refused_letters)))
-
-
-def _check_options(name: str, rule: _Allowed, args: Sequence[str]) -> None:
-    operands = 0
-    skip_value = False
-    only_operands = False  # after `--`
-    for a in args:
-        if skip_value:
-            skip_value = False
-            continue
-        if only_operands:
-            operands += 1
-            continue
-        if a == "--":
-            only_operands = True
-            continue
-        word = a.split("=", 1)[0] if a.startswith("--") else a
-        if _refused(word, rule):
-            raise ToolError(
-                "T012", f"command: {name} {a} writes, deletes or runs programs; refused", "command"
-            )
-        if a in rule.valued:
-            skip_value = True
-        elif not a.startswith("-") or a == "-":
-            operands += 1
-    if rule.max_operands is not None and operands > rule.max_operands:
-        raise ToolError(
-            "T012",
-            f"command: {name} takes at most {rule.max_operands} file operand here "
-            "(a further one would be written)",
-            "command",
-        )
+def _installed(path: str) -> bool:
+    return os.path.isfile(path) and os.access(path, os.X_OK)
 
 
 class ShellTool(Tool):
-    """One read-only program from an allow-list, run without a shell. File
-    arguments are visible only under the tool's read_paths (bound read-only)."""
+    """Runs exactly the command the policy judged: every program by its trusted path from the
+    command catalogue, every word as judged, lists and pipelines through /bin/sh only when the
+    command has them. There is no list of its own: what may run is the policy's to say."""
 
     name = "shell"
-    description = "Run one read-only command (ls, cat, grep, find, ...) without a shell."
-    read_only = True
-    idempotent = True
+    description = "Run a command the policy approved, exactly as it was judged."
     default_limits = MappingProxyType({"timeout_s": 60, "memory_mb": 512})
     takes_command = True
+
+    def __init__(self, config: ToolConfig, catalogue: Catalogue | None = None) -> None:
+        super().__init__(config)
+        #: The policy's command catalogue; the daemon replaces it when the policy reloads.
+        self.catalogue = catalogue or bundled_catalogue()
 
     def plan(self, proposal: Mapping[str, Any], workdir: Path) -> Invocation:
         self.args(proposal)
         command = proposal.get("command")
         if not isinstance(command, (str, list)) or not command:
             raise ToolError("T010", "command: the shell tool needs a command", "command")
-        argv = self.argv(command)
-        return Invocation(argv=argv, read_only_paths=list(self.read_paths))
+        return Invocation(argv=self.argv(command), read_only_paths=list(self.read_paths))
 
-    @staticmethod
-    def argv(command: str | Sequence[str]) -> list[str]:
-        """The one argv `command` runs, or ToolError: a string is tokenized
-        with shell rules and must be exactly one program and its arguments."""
-        parsed = parse_command(command)
+    def argv(self, command: str | Sequence[str]) -> list[str]:
+        """The argv that runs `command` as judged, or ToolError."""
+        parsed = parse_command(command, self.catalogue)
         if parsed.opaque is not None:
-            raise ToolError("T011", f"command: needs a shell: {parsed.opaque}", "command")
+            raise ToolError("T011", f"command: cannot be judged: {parsed.opaque}", "command")
         try:
-            direct = tuple(shlex.split(command) if isinstance(command, str) else command)
-        except ValueError as e:
-            raise ToolError("T011", f"command: {e}", "command") from None
-        if parsed.argvs != (direct,):
-            runs = ", ".join(parsed.programs)
-            raise ToolError(
-                "T011",
-                f"command: must be one program and its arguments, without a wrapper, shell, "
-                f"pipeline, list or comment; this runs: {runs}",
-                "command",
-            )
-        name = direct[0]
-        rule = SHELL_PROGRAMS.get(name)
-        if rule is None:
-            hint = did_you_mean(name, list(SHELL_PROGRAMS))
-            raise ToolError(
-                "T012",
-                f"command: {name!r} is not on the shell tool's allow-list of read-only "
-                f"commands{hint}",
-                "command",
-            )
-        _check_options(name, rule, direct[1:])
-        return list(direct)
+            return parsed.render(self.catalogue, _installed)
+        except RenderError as e:
+            raise ToolError("T012", f"command: {e}", "command") from None
 
 
 # ---- file_chunker ----
@@ -300,24 +229,7 @@ class FileChunker(Tool):
 
     name = "file_chunker"
     description = f"Read lines segment*{SEGMENT_LINES}+1 to (segment+1)*{SEGMENT_LINES} of a file."
-    args_schema = MappingProxyType(
-        {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["path", "segment"],
-            "properties": {
-                "path": {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": 4096,
-                    "pattern": "^[^\\u0000]*$",
-                },
-                "segment": {"type": "integer", "minimum": 0, "maximum": 100_000_000},
-            },
-        }
-    )
-    read_only = True
-    idempotent = True
+    args_schema = FILE_CHUNKER_ARGS
     default_limits = MappingProxyType({"timeout_s": 30, "memory_mb": 256})
 
     def plan(self, proposal: Mapping[str, Any], workdir: Path) -> Invocation:
@@ -371,18 +283,7 @@ class NodeGenerator(Tool):
 
     name = "node_generator"
     description = "Write a node (id, kind, title, inputs, outputs, params) as <name>.yaml."
-    args_schema = MappingProxyType(
-        {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["name", "node"],
-            "properties": {
-                "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"},
-                "node": {"type": "object"},
-            },
-        }
-    )
-    idempotent = True
+    args_schema = NODE_GENERATOR_ARGS
     default_limits = MappingProxyType({"timeout_s": 30, "memory_mb": 256, "disk_mb": 10})
     output_subdir = "nodes"
 
@@ -419,18 +320,7 @@ class LlamaCli(Tool):
 
     name = "llama-cli"
     description = "Ask the local model (llama.cpp) a prompt; its answer is the output."
-    args_schema = MappingProxyType(
-        {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["prompt"],
-            "properties": {
-                "prompt": {"type": "string", "minLength": 1, "maxLength": 65536},
-                "max_tokens": {"type": "integer", "minimum": 1, "maximum": 65536},
-            },
-        }
-    )
-    read_only = True
+    args_schema = LLAMA_CLI_ARGS
     configurable_command = True
 
     def plan(self, proposal: Mapping[str, Any], workdir: Path) -> Invocation:
@@ -489,9 +379,10 @@ class CommandTool(Tool):
         )
         self.needs_network = config.allow_network
         self.default_limits = MappingProxyType({})
-        # Declared tools are read-only or idempotent only when agent.yaml says so.
+        # Declared tools are read-only, idempotent or reversible only when agent.yaml says so.
         self.read_only = bool(config.read_only)
         self.idempotent = bool(config.idempotent)
+        self.reversible = bool(config.reversible)
         super().__init__(config)
 
     def plan(self, proposal: Mapping[str, Any], workdir: Path) -> Invocation:
@@ -539,6 +430,16 @@ class ToolRegistry:
 
     def names(self) -> list[str]:
         return sorted(self._tools)
+
+    def specs(self) -> dict[str, ToolSpec]:
+        """What the policy must know of each tool."""
+        return {name: tool.spec() for name, tool in self._tools.items()}
+
+    def use_catalogue(self, catalogue: Catalogue) -> None:
+        """The command catalogue the shell tool runs commands by (the live policy's)."""
+        for tool in self._tools.values():
+            if isinstance(tool, ShellTool):
+                tool.catalogue = catalogue
 
     @classmethod
     def from_config(cls, config: AgentConfig) -> ToolRegistry:

@@ -85,6 +85,11 @@ class EngineRule:
 class BackendError(JanusError):
     """The engine could not build or evaluate a rule set; the caller must fail closed."""
 
+    def __init__(self, message: str, rule_id: str | None = None) -> None:
+        super().__init__(message)
+        #: The rule that could not be built, when one is to blame.
+        self.rule_id = rule_id
+
 
 class AtomValues(Mapping[str, bool]):
     """Every atom's truth value as one byte (1 true, 0 false) at the atom's position in `names`.
@@ -168,7 +173,10 @@ def _conjunctions(expr: Expr, negate: bool = False) -> list[frozenset[_Literal]]
                     dict.fromkeys(c for c in products if len({n for n, _ in c}) == len(c))
                 )
                 if len(result) > _MAX_CONJUNCTIONS:
-                    raise BackendError("condition too complex for the engine")
+                    raise BackendError(
+                        f"condition too complex for the engine (more than {_MAX_CONJUNCTIONS} "
+                        "alternatives once expanded): split the rule"
+                    )
             return result
     raise BackendError(f"not a condition: {expr!r}")
 
@@ -252,7 +260,12 @@ class _Network:
 
 
 def _networks(rules: Sequence[EngineRule]) -> list[_Network]:
-    conjunctions = [_conjunctions(rule.condition) for rule in rules]
+    conjunctions = []
+    for rule in rules:
+        try:
+            conjunctions.append(_conjunctions(rule.condition))
+        except BackendError as e:
+            raise BackendError(f"rule {rule.rule_id!r}: {e}", rule.rule_id) from None
     frequency = Counter(lit for alternatives in conjunctions for c in alternatives for lit in c)
     networks: list[_Network] = []
     for index, alternatives in enumerate(conjunctions):
@@ -270,7 +283,8 @@ def _networks(rules: Sequence[EngineRule]) -> list[_Network]:
                 if not networks[-1].add(index, chain):
                     raise BackendError(
                         f"rule {rules[index].rule_id!r} needs more than the "
-                        f"{_MAX_ATOMS_PER_FACT} atoms a fact holds"
+                        f"{_MAX_ATOMS_PER_FACT} atoms a fact holds",
+                        rules[index].rule_id,
                     )
     return networks
 

@@ -1,322 +1,442 @@
-"""Commands as a policy sees them: every argv that would run.
+"""Commands as a policy sees them: every program a command would run, and what each would do.
 
-Matching on a command *string* is bypassable (`r''m`, `$(echo rm)`, `sh -c`),
-so a command is lexed with POSIX shell rules and reduced to the simple
-commands it would run. Lists and pipelines (`;`, `&&`, `||`, `|`, `&`,
-newlines) are split; transparent wrappers (`env VAR=…`, `nice`, `timeout`,
-`nohup`, `stdbuf`, `setsid`, `time`, `command`, `exec`, `ionice`) are peeled;
-`sh -c` / `bash -lc` scripts are parsed in turn. Whatever the parser cannot
-see through — expansions and substitutions, redirections, subshells, control
-flow, a shell reading a script from a file or stdin, commands that take their
-arguments from input (`xargs`, `find -exec`) — makes the command *opaque*, and
-a policy denies an opaque command (fail closed).
+A command string is read by the shell model (`shell.py`); an argv list is taken as it is. Every
+simple command is then judged by its program's spec in the command catalogue: options parsed as
+the program's getopt would, every path it reads or writes resolved against the directory it runs
+in (`paths.py`), its effects (reads, writes, executes, network) gathered. Wrappers (`env`,
+`timeout`, `xargs`, `find -exec`, `sh -c` …) are seen through, and the command each one runs is
+judged on its own, as a `Call` of its own: a policy decides on the strictest of them.
+
+The program is the catalogue's only when argv[0] is its bare name or one of its trusted paths;
+`./cat` or `/tmp/x/ls` is an unknown program (a path whose basename the catalogue knows is still
+parsed by that spec, so deny rules see its options, but nothing about it is trusted). Whatever the
+model cannot see through is `opaque`, and a policy denies an opaque command.
+
+`Command.render` turns a judged command into exactly what runs: the trusted path of every
+catalogued program, every word quoted, lists and pipelines through /bin/sh only when there are
+any. So the shell tool runs what was judged and nothing else.
 """
 
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
-__all__ = ["Command", "parse_command"]
+from janus_policy.policy.catalogue import (
+    Catalogue,
+    Opaque,
+    Parsed,
+    ProgramSpec,
+    Slot,
+    parse_args,
+)
+from janus_policy.policy.paths import UNKNOWN, PathRef, resolve
+from janus_policy.policy.shell import (
+    SHELL_STATE,
+    Script,
+    SimpleCommand,
+    parse_script,
+    quote,
+)
+
+__all__ = ["Call", "Command", "Opaque", "RenderError", "parse_command"]
 
 MAX_LENGTH = 65536
+#: Wrappers and shells inside one another.
 MAX_DEPTH = 8
-
-SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "fish", "busybox"})
-CONTROL_WORDS = frozenset(
-    {"if", "then", "else", "elif", "fi", "for", "while", "until", "do", "done", "case", "esac",
-     "function", "select", "{", "}", "[[", "]]", "!", "coproc", "eval", "source", "."}
+#: Programs judged for one command, however nested.
+MAX_CALLS = 256
+#: Assignments (`NAME=VALUE cmd`, `env NAME=VALUE cmd`) that only choose a locale, a time zone or
+#: a width; a value must not name a file. Any other assignment is opaque: PATH, LD_PRELOAD,
+#: BASH_ENV, ENV, GCONV_PATH, POSIXLY_CORRECT … change what runs or how its argv is read.
+HARMLESS_VARIABLES = frozenset(
+    {"LANG", "LANGUAGE", "LC_ALL", "LC_COLLATE", "LC_CTYPE", "LC_MESSAGES", "LC_NUMERIC",
+     "LC_TIME", "TZ", "COLUMNS"}
 )  # fmt: skip
-#: Programs that run a command built from their input, which no policy can see.
-INPUT_DRIVEN = frozenset({"xargs", "parallel", "watch"})
-FIND_EXEC = frozenset({"-exec", "-execdir", "-ok", "-okdir"})
-SPECIAL_PARAMS = set("@*#?$!-0123456789_")
+_HARMLESS_VALUE = re.compile(r"[A-Za-z0-9_.:+@-]*")
+#: Shell options that change nothing a policy reads (-c is the script's).
+_SHELL_LETTERS = frozenset("ceuxvfnC")
+_SHELL_LONG = frozenset({"--norc", "--noprofile", "--posix"})
+EFFECTS = ("reads", "writes", "executes", "network")
 
 
-class Opaque(Exception):
-    """The command hides what it runs; the message says how."""
+@dataclass(frozen=True)
+class Call:
+    """One program a command runs, and what it does."""
+
+    argv: tuple[str, ...]
+    #: The basename of argv[0], whatever its path.
+    name: str
+    #: The catalogue program argv[0] names (its bare name or a trusted path), else None.
+    program: str | None
+    #: Whether the effects below are known: a trusted program parsed by its spec.
+    known: bool
+    #: Whether the paths are guesses: every word of a program whose argv is not parsed.
+    guessed: bool
+    #: Every spelling of every option given (`-r`, `-R`, `--recursive` for rm -r).
+    options: frozenset[str]
+    subcommand: str | None
+    reads: tuple[PathRef, ...]
+    writes: tuple[PathRef, ...]
+    effects: frozenset[str]
+
+    @property
+    def read_only(self) -> bool:
+        """Reads at most: writes nothing, runs nothing unseen, reaches no network."""
+        return self.known and not (self.effects & {"writes", "executes", "network"})
+
+
+@dataclass
+class _Node:
+    """A simple command, with what rendering it replaces: trusted paths at program positions,
+    rendered scripts at script positions."""
+
+    assignments: tuple[tuple[str, str], ...]
+    words: list[str]
+    programs: dict[int, str] = field(default_factory=dict)
+    scripts: dict[int, list[tuple[_Node, str]]] = field(default_factory=dict)
+    builtins: set[int] = field(default_factory=set)
+
+
+class RenderError(Exception):
+    """A judged command that cannot be run as judged (a program not installed)."""
 
 
 @dataclass(frozen=True)
 class Command:
-    """Every simple command a proposal's command would run, wrappers peeled.
+    """Every program a proposal's command would run, judged. `opaque` says why the model could
+    not see through it (then a policy denies, and `calls` holds what was judged before)."""
 
-    `opaque` is set when the parser could not see through the command; then
-    `argvs` holds what was understood before that point, and a policy must
-    deny.
-    """
-
-    argvs: tuple[tuple[str, ...], ...]
+    calls: tuple[Call, ...]
     opaque: str | None = None
+    _nodes: tuple[tuple[_Node, str], ...] = ()
+    _list_form: bool = False
+
+    @property
+    def argvs(self) -> tuple[tuple[str, ...], ...]:
+        return tuple(c.argv for c in self.calls)
 
     @property
     def programs(self) -> tuple[str, ...]:
-        """The basename of each argv's program, in order."""
-        return tuple(posixpath.basename(a[0]) for a in self.argvs if a)
+        return tuple(c.name for c in self.calls)
+
+    def render(self, catalogue: Catalogue, exists: Callable[[str], bool]) -> list[str]:
+        """The argv that runs exactly this command: the command itself when it is one simple
+        command, else /bin/sh -c with a script written from the judged words. `exists` tells
+        whether a trusted path is installed. Raises RenderError."""
+        if self.opaque is not None or not self._nodes:
+            raise RenderError(f"the command cannot be judged: {self.opaque}")
+        nodes = self._nodes
+        if len(nodes) == 1 and not nodes[0][0].assignments and not nodes[0][0].builtins:
+            return _words(nodes[0][0], catalogue, exists)
+        return [_trusted("sh", catalogue, exists), "-c", _script(nodes, catalogue, exists)]
 
 
-def parse_command(command: str | Sequence[str]) -> Command:
-    """Reduces a command string (shell syntax) or an argv list to its argvs."""
-    found: list[tuple[str, ...]] = []
+def _trusted(program: str, catalogue: Catalogue, exists: Callable[[str], bool]) -> str:
+    spec = catalogue.get(program)
+    for path in spec.paths if spec else ():
+        if exists(path):
+            return path
+    raise RenderError(f"{program!r} is not installed where the catalogue trusts it")
+
+
+def _words(node: _Node, catalogue: Catalogue, exists: Callable[[str], bool]) -> list[str]:
+    words = list(node.words)
+    for i, program in node.programs.items():
+        if i not in node.builtins:
+            words[i] = _trusted(program, catalogue, exists)
+    for i, items in node.scripts.items():
+        words[i] = _script(items, catalogue, exists)
+    return words
+
+
+def _script(
+    items: Sequence[tuple[_Node, str]], catalogue: Catalogue, exists: Callable[[str], bool]
+) -> str:
+    out = []
+    for node, op in items:
+        words = [f"{n}={quote(v)}" for n, v in node.assignments]
+        words += [quote(w) for w in _words(node, catalogue, exists)]
+        if words[0].startswith("-"):
+            words[0] = f"'{words[0]}'"  # a script opening with - would be read as options
+        out.append(" ".join(words) + (f" {op}" if op else ""))
+    return " ".join(out)
+
+
+@dataclass(frozen=True)
+class _Context:
+    depth: int = 0
+    cwd: PathRef | None = None  # None: the work dir
+    #: Words that stand for paths no argv shows (find -exec's {}, xargs -I's string).
+    placeholders: tuple[str, ...] = ()
+    #: The command gets more operands from its input (xargs).
+    more_operands: bool = False
+
+
+class _Judge:
+    def __init__(self, catalogue: Catalogue) -> None:
+        self.catalogue = catalogue
+        self.calls: list[Call] = []
+
+    def script(self, script: Script, ctx: _Context) -> list[tuple[_Node, str]]:
+        return [(self.simple(c, ctx), op) for c, op in script.items]
+
+    def simple(self, command: SimpleCommand, ctx: _Context) -> _Node:
+        for name, value in command.assignments:
+            _check_assignment(name, value)
+        node = _Node(command.assignments, list(command.words))
+        if command.words:
+            self.words(node, 0, len(node.words), ctx)
+        return node
+
+    def words(self, node: _Node, start: int, end: int, ctx: _Context) -> None:
+        """Judges node.words[start:end], one program and its arguments."""
+        if ctx.depth > MAX_DEPTH:
+            raise Opaque(f"nested deeper than {MAX_DEPTH} wrappers or shells")
+        if len(self.calls) >= MAX_CALLS:
+            raise Opaque(f"more than {MAX_CALLS} programs")
+        argv = tuple(node.words[start:end])
+        if argv[0] in SHELL_STATE:
+            raise Opaque(f"the shell builtin {argv[0]!r} (it changes the shell or runs a string)")
+        name = posixpath.basename(argv[0])
+        program = self.catalogue.identify(argv[0])
+        spec = self.catalogue.get(program or name)
+        if program is not None:
+            node.programs[start] = program
+            if spec is not None and spec.builtin:
+                node.builtins.add(start)
+        if spec is None:
+            self.calls.append(_unknown(argv, name, ctx))
+            return
+        if spec.syntax == "shell":
+            index = start + _script_index(argv)
+            self.calls.append(_call(argv, name, program, spec, None, (), (), frozenset(), ctx))
+            inner = parse_script(node.words[index])
+            node.scripts[index] = self.script(inner, _Context(ctx.depth + 1, ctx.cwd))
+            return
+        parsed = parse_args(spec, argv, more_operands=ctx.more_operands)
+        call, inner_ctx = _effects(argv, name, program, parsed, ctx)
+        self.calls.append(call)
+        for first, last, placeholder in parsed.commands:
+            first += start
+            last += start
+            wrapped = inner_ctx
+            if placeholder is not None:
+                wrapped = replace(inner_ctx, placeholders=(*inner_ctx.placeholders, placeholder))
+            if spec.assignments:
+                while first < last and "=" in node.words[first]:
+                    key, _, value = node.words[first].partition("=")
+                    _check_assignment(key, value)
+                    first += 1
+            if first < last:
+                self.words(node, first, last, wrapped)
+
+
+def _check_assignment(name: str, value: str) -> None:
+    if name not in HARMLESS_VARIABLES or not _HARMLESS_VALUE.fullmatch(value):
+        raise Opaque(
+            f"the assignment {name}={value[:40]!r} (only {', '.join(sorted(HARMLESS_VARIABLES))} "
+            "with a plain value are modelled)"
+        )
+
+
+def _script_index(argv: Sequence[str]) -> int:
+    """Where `sh -c SCRIPT`'s script is in argv; Opaque for any other use of a shell."""
+    i, script = 1, False
+    while i < len(argv):
+        w = argv[i]
+        if w in ("--", "-"):
+            i += 1
+            break
+        if w.startswith("--"):
+            if w not in _SHELL_LONG:
+                raise Opaque(f"{argv[0]} {w} (start-up files, a login shell, or unmodelled)")
+        elif w[:1] in "-+" and len(w) > 1:
+            bad = set(w[1:]) - _SHELL_LETTERS
+            if bad or (w[0] == "+" and "c" in w):
+                raise Opaque(
+                    f"{argv[0]} {w}: an interactive or login shell, one reading its input, or "
+                    "shell options, which this model does not read"
+                )
+            script = script or "c" in w
+        else:
+            break
+        i += 1
+    if not script:
+        raise Opaque(f"{argv[0]} reads its commands from a file or its input")
+    if i >= len(argv):
+        raise Opaque(f"{argv[0]} -c without a script")
+    return i
+
+
+def _options_of(argv: Sequence[str]) -> frozenset[str]:
+    """Option spellings in an argv nobody parsed: long ones, and each letter of a cluster."""
+    found: set[str] = set()
+    for a in argv[1:]:
+        if a.startswith("--") and len(a) > 2:
+            found.add(a.partition("=")[0])
+        elif a.startswith("-") and len(a) > 1:
+            found.update(f"-{c}" for c in a[1:])
+    return frozenset(found)
+
+
+def _unknown(argv: tuple[str, ...], name: str, ctx: _Context) -> Call:
+    """A program the catalogue does not describe: it may do anything to any word."""
+    paths = [_path(w, ctx) for w in argv[1:] if not w.startswith("-")]
+    paths += [_path(w.partition("=")[2], ctx) for w in argv[1:] if w.startswith("-") and "=" in w]
+    paths.append(UNKNOWN)
+    return Call(
+        argv, name, None, False, True, _options_of(argv), None,
+        tuple(paths), tuple(paths), frozenset(EFFECTS),
+    )  # fmt: skip
+
+
+def _path(word: str, ctx: _Context, recursive: bool = False) -> PathRef:
+    if any(p in word for p in ctx.placeholders):
+        return UNKNOWN
+    return resolve(word, ctx.cwd, recursive=recursive)
+
+
+def _call(
+    argv: tuple[str, ...],
+    name: str,
+    program: str | None,
+    spec: ProgramSpec,
+    subcommand: str | None,
+    reads: Sequence[PathRef],
+    writes: Sequence[PathRef],
+    effects: frozenset[str],
+    ctx: _Context,
+    options: frozenset[str] = frozenset(),
+    guessed: bool = False,
+) -> Call:
+    trusted = program is not None
+    if not trusted:
+        # Another binary under a known name: its spec shows the options, nothing is sure.
+        reads, writes = [*reads, UNKNOWN], [*writes, UNKNOWN]
+        effects = frozenset(EFFECTS)
+    effects |= {e for e, paths in (("reads", reads), ("writes", writes)) if paths}
+    return Call(
+        argv, name, program, trusted, guessed or not trusted, options, subcommand,
+        tuple(reads), tuple(writes), effects,
+    )  # fmt: skip
+
+
+def _effects(
+    argv: tuple[str, ...], name: str, program: str | None, parsed: Parsed, ctx: _Context
+) -> tuple[Call, _Context]:
+    """The Call for a parsed argv, and the context of the commands it wraps."""
+    spec = parsed.spec
+    reads: list[PathRef] = []
+    writes: list[PathRef] = []
+    effects = set(spec.effects)
+    cwd = ctx.cwd
+    placeholders = list(ctx.placeholders)
+    recursive = spec.recursive or any(o.recursive for o, _ in parsed.options)
+    write_operands = any(o.write_operands for o, _ in parsed.options)
+    default = spec.default_operand
+    names: set[str] = set()
+    for option, value in parsed.options:
+        names.update(option.names)
+        effects |= option.effects
+        if option.default_operand is not None:
+            default = option.default_operand
+        if value is None:
+            continue
+        if option.value == "placeholder":
+            placeholders.append(value)
+        _value(option.value, value, ctx, reads, writes, effects, recursive=False)
+        if option.value == "cwd":
+            cwd = _path(value, ctx)
+    if "writes" in effects and spec.syntax != "any":
+        writes.append(UNKNOWN)  # an effect the argv does not place (date --set)
+    if "reads" in effects and spec.syntax != "any":
+        reads.append(UNKNOWN)
+    kinds = {kind for _, kind, _ in parsed.operands}
+    if default is not None and not kinds & {"read", "write", "maybe"}:
+        parsed.operands.append((-1, "read", default))
+    inner = _Context(ctx.depth + 1, cwd, tuple(placeholders), spec.input_operands)
+    for _, kind, word in parsed.operands:
+        if kind == "maybe":
+            path = _path(word, ctx)
+            if "reads" in effects:
+                reads.append(path)
+            if "writes" in effects:
+                writes.append(path)
+            continue
+        if kind == "read" and word == "-":
+            continue  # the input
+        _value(kind, word, ctx, reads, writes, effects, recursive=recursive)
+        if kind == "read" and write_operands:
+            writes.append(_path(word, ctx, recursive))
+    if spec.syntax == "any":
+        for effect, paths in (("reads", reads), ("writes", writes)):
+            if effect in effects:
+                paths.append(UNKNOWN)  # not only what its words name
+    if ctx.more_operands:
+        _more_operands(spec.operands, reads, writes)
+    call = _call(
+        argv, name, program, spec, parsed.subcommand, reads, writes, frozenset(effects), ctx,
+        frozenset(names), spec.syntax == "any",
+    )  # fmt: skip
+    return call, inner
+
+
+def _value(
+    kind: str | None,
+    word: str,
+    ctx: _Context,
+    reads: list[PathRef],
+    writes: list[PathRef],
+    effects: set[str],
+    *,
+    recursive: bool,
+) -> None:
+    if kind == "read":
+        reads.append(_path(word, ctx, recursive))
+    elif kind == "write":
+        writes.append(_path(word, ctx, recursive))
+    elif kind == "exec":
+        effects.add("executes")
+    elif kind == "cwd":
+        reads.append(_path(word, ctx))
+    elif kind == "readlist":
+        reads.extend((_path(word, ctx), UNKNOWN))
+
+
+def _more_operands(slots: Sequence[Slot], reads: list[PathRef], writes: list[PathRef]) -> None:
+    """Operands from the input (xargs): paths no argv shows, of the kinds the program takes."""
+    kinds = {s.kind for s in slots}
+    if kinds & {"read", "readlist", "cwd"}:
+        reads.append(UNKNOWN)
+    if "write" in kinds:
+        writes.append(UNKNOWN)
+
+
+def parse_command(command: str | Sequence[str], catalogue: Catalogue) -> Command:
+    """Judges a command string (shell syntax) or an argv list. Never raises for bad input: a
+    command the model cannot see through comes back `opaque`."""
+    judge = _Judge(catalogue)
     try:
         if isinstance(command, str):
             if len(command) > MAX_LENGTH:
                 raise Opaque(f"longer than {MAX_LENGTH} characters")
-            _script(command, 0, found)
+            nodes = judge.script(parse_script(command), _Context())
+            list_form = False
         else:
             argv = tuple(command)
             if not argv or not all(isinstance(a, str) for a in argv):
                 raise Opaque("an argv must be a non-empty list of strings")
-            _simple(argv, 0, found)
+            if any("\0" in a for a in argv):
+                raise Opaque("a NUL character")
+            nodes = [(judge.simple(SimpleCommand((), argv), _Context()), "")]
+            list_form = True
     except Opaque as e:
-        return Command(tuple(found), str(e))
-    if not found:
+        return Command(tuple(judge.calls), str(e))
+    except RecursionError:
+        return Command(tuple(judge.calls), "nested too deeply")
+    if not judge.calls:
         return Command((), "no command")
-    return Command(tuple(found))
-
-
-# ---- lexing ----
-
-OPERATORS = ("&&", "||", ";", "|", "&", "\n")
-
-
-def _lex(script: str) -> Iterator[str | tuple[str]]:  # noqa: PLR0915 (one state machine)
-    """Yields words (str) and list/pipeline operators (1-tuples).
-
-    Quotes are removed as the shell would; anything that would expand,
-    substitute or redirect raises Opaque.
-    """
-    i, n = 0, len(script)
-    word: list[str] = []
-    in_word = False
-
-    while i < n:
-        c = script[i]
-        if c in " \t":
-            if in_word:
-                yield "".join(word)
-                word, in_word = [], False
-            i += 1
-        elif c == "\\":
-            if i + 1 < n and script[i + 1] == "\n":
-                i += 2  # line continuation
-                continue
-            if i + 1 >= n:
-                raise Opaque("a trailing backslash")
-            word.append(script[i + 1])
-            in_word = True
-            i += 2
-        elif c == "'":
-            end = script.find("'", i + 1)
-            if end < 0:
-                raise Opaque("an unterminated single quote")
-            word.append(script[i + 1 : end])
-            in_word = True
-            i = end + 1
-        elif c == '"':
-            i = _double_quoted(script, i + 1, word)
-            in_word = True
-        elif c == "`":
-            raise Opaque("a command substitution (backticks)")
-        elif c == "$" and _expands(script, i):
-            raise Opaque("an expansion or command substitution ($)")
-        elif c in "<>":
-            raise Opaque("a redirection")
-        elif c in "()":
-            raise Opaque("a subshell or grouping")
-        elif c == "~" and not in_word:
-            raise Opaque("a tilde expansion")
-        elif c == "#" and not in_word:
-            end = script.find("\n", i)
-            i = n if end < 0 else end
-        elif c in "|&;\n":
-            if in_word:
-                yield "".join(word)
-                word, in_word = [], False
-            op = script[i : i + 2]
-            if op in ("&&", "||"):
-                yield (op,)
-                i += 2
-            elif op == ";;":
-                raise Opaque("a case clause")
-            else:
-                if c == "&" and script[i + 1 : i + 2] == ">":
-                    raise Opaque("a redirection")
-                yield (c,)
-                i += 1
-        else:
-            word.append(c)
-            in_word = True
-            i += 1
-    if in_word:
-        yield "".join(word)
-
-
-def _expands(script: str, i: int) -> bool:
-    """Whether the `$` at `i` starts an expansion (else it is a literal `$`)."""
-    nxt = script[i + 1 : i + 2]
-    return bool(nxt) and (nxt in "({_" or nxt.isalnum() or nxt in SPECIAL_PARAMS)
-
-
-def _double_quoted(script: str, i: int, word: list[str]) -> int:
-    """Appends the text of a double-quoted string starting after its opening
-    quote at `i`; returns the index after the closing quote."""
-    n = len(script)
-    while True:
-        if i >= n:
-            raise Opaque("an unterminated double quote")
-        d = script[i]
-        if d == '"':
-            return i + 1
-        if d == "\\" and i + 1 < n and script[i + 1] in '$`"\\\n':
-            if script[i + 1] != "\n":
-                word.append(script[i + 1])
-            i += 2
-            continue
-        if d == "`" or (d == "$" and _expands(script, i)):
-            raise Opaque("an expansion or command substitution inside double quotes")
-        word.append(d)
-        i += 1
-
-
-def _script(script: str, depth: int, found: list[tuple[str, ...]]) -> None:
-    """Splits a script into simple commands and reduces each."""
-    current: list[str] = []
-    last: str | None = None
-    for token in _lex(script):
-        if isinstance(token, str):
-            current.append(token)
-            continue
-        last = token[0]
-        if current:
-            _simple(tuple(current), depth, found)
-            current = []
-        elif last in ("&&", "||", "|"):
-            raise Opaque(f"a syntax error near {last!r}")
-    if current:
-        _simple(tuple(current), depth, found)
-    elif last in ("&&", "||", "|"):
-        raise Opaque(f"a syntax error: nothing after {last!r}")
-
-
-# ---- unwrapping ----
-
-
-def _simple(argv: tuple[str, ...], depth: int, found: list[tuple[str, ...]]) -> None:
-    if depth > MAX_DEPTH:
-        raise Opaque(f"nested deeper than {MAX_DEPTH} wrappers or shells")
-    # Leading assignments (`X=1 cmd`) configure the command; the command runs.
-    while argv and _is_assignment(argv[0]):
-        argv = argv[1:]
-    if not argv:
-        return
-    name = posixpath.basename(argv[0])
-    if argv[0] in CONTROL_WORDS:
-        raise Opaque(f"shell control flow ({argv[0]!r})")
-    if name in SHELLS:
-        _shell(argv, depth, found)
-        return
-    if name in INPUT_DRIVEN:
-        raise Opaque(f"{name} runs commands built from its input")
-    if name == "find" and any(a in FIND_EXEC for a in argv[1:]):
-        raise Opaque("find -exec runs commands built from what it finds")
-    inner = _peel(name, argv)
-    if inner is None:
-        found.append(argv)
-    elif inner:
-        _simple(inner, depth + 1, found)
-    else:
-        found.append(argv)  # a wrapper with nothing to wrap (`env` alone prints)
-
-
-def _is_assignment(word: str) -> bool:
-    head, eq, _ = word.partition("=")
-    return bool(eq) and head.isidentifier()
-
-
-def _shell(argv: tuple[str, ...], depth: int, found: list[tuple[str, ...]]) -> None:
-    args = list(argv[1:])
-    if posixpath.basename(argv[0]) == "busybox":
-        if not args or args[0] not in ("sh", "ash"):
-            raise Opaque("busybox runs one of many programs")
-        args = args[1:]
-    script: str | None = None
-    while args:
-        a = args.pop(0)
-        if a == "--":
-            break
-        if a in ("-o", "+o", "-O", "+O") and args:
-            args.pop(0)
-            continue
-        if a.startswith(("-", "+")) and len(a) > 1:
-            if "c" in a[1:] and not a.startswith("--"):
-                if not args:
-                    raise Opaque(f"{argv[0]} -c without a script")
-                script = args.pop(0)
-                break
-            continue
-        break
-    if script is None:
-        raise Opaque(f"{argv[0]} reads its commands from a file or stdin")
-    _script(script, depth + 1, found)
-
-
-def _skip_options(
-    args: list[str], with_value: frozenset[str], long_with_value: frozenset[str] = frozenset()
-) -> list[str]:
-    """Drops leading options (and the values of those that take one)."""
-    while args:
-        a = args[0]
-        if a == "--":
-            return args[1:]
-        if not a.startswith("-") or a == "-":
-            return args
-        args = args[1:]
-        if a in with_value or a in long_with_value:
-            args = args[1:]
-    return args
-
-
-def _peel(name: str, argv: tuple[str, ...]) -> tuple[str, ...] | None:
-    """The argv a transparent wrapper runs, `()` for a bare wrapper, None for
-    a program that is not a wrapper."""
-    args = list(argv[1:])
-    if name == "env":
-        while args:
-            a = args[0]
-            if a in ("-S", "--split-string") or a.startswith(("-S", "--split-string=")):
-                raise Opaque("env -S splits a string into a command")
-            if a in ("-u", "--unset", "-C", "--chdir"):
-                args = args[2:]
-            elif a == "--":
-                args = args[1:]
-                break
-            elif a.startswith("-") and a != "-":
-                args = args[1:]
-            else:
-                break
-        while args and _is_assignment(args[0]):
-            args = args[1:]
-        return tuple(args)
-    if name == "nice":
-        return tuple(_skip_options(args, frozenset({"-n", "--adjustment"})))
-    if name == "timeout":
-        rest = _skip_options(args, frozenset({"-s", "-k", "--signal", "--kill-after"}))
-        return tuple(rest[1:])  # the duration
-    if name in ("nohup", "time", "setsid"):
-        return tuple(_skip_options(args, frozenset()))
-    if name == "stdbuf":
-        return tuple(_skip_options(args, frozenset({"-i", "-o", "-e"})))
-    if name == "ionice":
-        if "-p" in args or "-P" in args or "-u" in args:
-            return None  # adjusts running processes; runs nothing
-        return tuple(_skip_options(args, frozenset({"-c", "-n"})))
-    if name == "command":
-        rest = _skip_options(args, frozenset())
-        if any(a in ("-v", "-V") for a in args[: len(args) - len(rest)]):
-            return None  # only looks the name up
-        return tuple(rest)
-    if name == "exec":
-        return tuple(_skip_options(args, frozenset({"-a"})))
-    return None
+    return Command(tuple(judge.calls), None, tuple(nodes), list_form)

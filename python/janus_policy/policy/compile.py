@@ -15,17 +15,17 @@ names. An atom's value is a byte at its position (`AtomValues`).
 from __future__ import annotations
 
 import json
-import posixpath
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from janus_policy.policy.backend import All, AnyOf, Atom, AtomValues, EngineRule, Expr, Not
+from janus_policy.policy.command import Call
 from janus_policy.policy.load import RISKS, Policy, Rule
+from janus_policy.policy.paths import GlobSet, PathRef, re2_compile
 
-#: One fact: the proposal's fields, and `argv` (None when it has no command).
+#: One fact: the proposal's fields, and `call` (one program its command runs, or what its tool's
+#: args do; None for a tool the policy has no spec of).
 Fact = Mapping[str, Any]
 Predicate = Callable[[Fact], bool]
 #: (position of an atom, its predicate)
@@ -63,7 +63,7 @@ def field_predicate(leaf: Mapping[str, Any]) -> Predicate:
     if op == "not_in":
         return lambda f: (v := lookup(f, path)) is not _ABSENT and not any(_same(v, a) for a in arg)
     if op == "matches":
-        rx = re.compile(arg)
+        rx = re2_compile(arg)
         return lambda f: isinstance(v := lookup(f, path), str) and rx.fullmatch(v) is not None
     bound = _ordered(name, arg)
     if bound is None:
@@ -85,95 +85,104 @@ def _key(value: Any) -> tuple[type, Any]:
     return type(value), value
 
 
-@lru_cache(maxsize=1024)
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """`*` and `?` stay within a path segment, `**` spans segments."""
-    out = []
-    i = 0
-    while i < len(pattern):
-        if pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif pattern[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            out.append("[^/]")
-            i += 1
-        else:
-            out.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile("".join(out))
-
-
-def _any_glob(globs: Sequence[str]) -> re.Pattern[str] | None:
-    """One pattern matching a whole string when one of the globs does (None: no glob). A glob's
-    pattern has no group, anchor or flag, so their alternation fully matches exactly the strings
-    one of them fully matches."""
-    return re.compile("|".join(glob_regex(g).pattern for g in globs)) if globs else None
-
-
-def path_test(globs: Sequence[str]) -> Callable[[str], bool]:
-    """Absolute globs match absolute paths, normalized first (so `/work/../etc/shadow` is
-    judged as `/etc/shadow`); relative globs match relative paths (the work dir's), never one
-    that climbs out with `..`."""
-    absolute = _any_glob([g for g in globs if g.startswith("/")])
-    relative = _any_glob([g for g in globs if not g.startswith("/")])
-
-    def test(arg: str) -> bool:
-        if arg.startswith("/"):
-            return absolute is not None and absolute.fullmatch(posixpath.normpath(arg)) is not None
-        if ".." in arg.split("/"):
-            return False
-        return relative is not None and relative.fullmatch(arg) is not None
-
-    return test
-
-
-def _options(pattern: str | Sequence[str]) -> frozenset[str] | None:
+def _alternatives(pattern: str | Sequence[str]) -> frozenset[str] | None:
     """The tokens a prefix position allows; None when it allows any (`*`)."""
     options = frozenset([pattern] if isinstance(pattern, str) else pattern)
     return None if "*" in options else options
 
 
-def _has_flag(args: Sequence[str], flag: str) -> bool:
-    for a in args:
-        if a == flag or a.startswith(flag + "="):
-            return True
-        # -r also matches a cluster like -rf, not a long option like --recursive
-        short = len(flag) == 2 and flag[0] == "-" and flag[1] != "-"
-        if short and a.startswith("-") and not a.startswith("--") and flag[1] in a[1:]:
-            return True
-    return False
+def _is_program(call: Call, names: frozenset[str]) -> bool:
+    """The call runs one of these programs: the trusted catalogue program, or for a name the
+    catalogue does not know, that bare name."""
+    if call.program is not None:
+        return call.program in names
+    return "/" not in call.argv[0] and call.argv[0] in names and not call.known
+
+
+def _within(spec: Any) -> Callable[[Call, tuple[PathRef, ...]], bool]:
+    """`reads`/`writes`: "none", or globs that must cover every path (of a known program)."""
+    if spec == "none":
+        return lambda call, paths: not paths
+    globs = GlobSet(spec)
+    return lambda call, paths: call.known and all(map(globs.covers, paths))
+
+
+def _any(spec: Sequence[str], sure_only: bool) -> Callable[[tuple[PathRef, ...], bool], bool]:
+    globs = GlobSet(spec)
+    return lambda paths, guessed: not (sure_only and guessed) and any(map(globs.overlaps, paths))
 
 
 def command_predicate(spec: Mapping[str, Any]) -> Predicate:
-    prefix = [_options(p) for p in spec.get("argv", [])]
-    flags: list[str] = spec.get("flags", [])
-    paths = path_test(spec["paths"]) if "paths" in spec else None
-    any_path = path_test(spec["any_path"]) if "any_path" in spec else None
+    """A `command` test on a fact's `call` (what one program, or a tool's args, would do)."""
+    checks: list[Callable[[Call], bool]] = []
+    if "programs" in spec:
+        programs = frozenset(spec["programs"])
+        checks.append(lambda c: _is_program(c, programs))
+    if "names" in spec:
+        names = frozenset(spec["names"])
+        checks.append(lambda c: c.name in names)
+    if "argv" in spec:
+        prefix = [_alternatives(p) for p in spec["argv"]]
+        first = prefix[0]
+
+        def argv_prefix(c: Call) -> bool:
+            if len(c.argv) < len(prefix) or (first is not None and not _is_program(c, first)):
+                return False
+            return all(
+                o is None or token in o for token, o in zip(c.argv[1:], prefix[1:], strict=False)
+            )
+
+        checks.append(argv_prefix)
+    if "subcommands" in spec:
+        subcommands = frozenset(spec["subcommands"])
+        checks.append(lambda c: c.subcommand in subcommands)
+    if "options" in spec:
+        options = frozenset(spec["options"])
+        checks.append(lambda c: not options.isdisjoint(c.options))
+    if "known" in spec:
+        known: bool = spec["known"]
+        checks.append(lambda c: c.known == known)
+    if "reads" in spec:
+        reads = _within(spec["reads"])
+        checks.append(lambda c: reads(c, c.reads))
+    if "writes" in spec:
+        writes = _within(spec["writes"])
+        checks.append(lambda c: writes(c, c.writes))
+    for effect in ("executes", "network"):
+        if effect in spec:
+            wanted: bool = spec[effect]
+            checks.append(lambda c, e=effect, w=wanted: (e in c.effects) == w)  # type: ignore[misc]
+    if "reads_any" in spec:
+        reads_any = _any(spec["reads_any"], sure_only=True)
+        checks.append(lambda c: reads_any(c.reads, c.guessed))
+    if "writes_any" in spec:
+        writes_any = _any(spec["writes_any"], sure_only=True)
+        checks.append(lambda c: writes_any(c.writes, c.guessed))
+    if "touches" in spec:
+        touches = _any(spec["touches"], sure_only=False)
+        checks.append(lambda c: touches(c.reads + c.writes, False))
 
     def test(fact: Fact) -> bool:
-        argv = fact.get("argv")
-        if not argv or len(argv) < len(prefix):
+        call = fact.get("call")
+        if call is None:
             return False
-        for i, (token, options) in enumerate(zip(argv, prefix, strict=False)):
-            # The program matches by its basename too.
-            if not (
-                options is None
-                or token in options
-                or (i == 0 and posixpath.basename(token) in options)
-            ):
+        for check in checks:
+            if not check(call):
                 return False
-        rest = argv[max(len(prefix), 1) :]
-        if flags and not any(_has_flag(rest, fl) for fl in flags):
-            return False
-        operands = [a for a in rest if not a.startswith("-")]
-        if paths is not None and not all(map(paths, operands)):
-            return False
-        return any_path is None or any(map(any_path, operands))
+        return True
 
     return test
+
+
+def _program_names(spec: Mapping[str, Any]) -> frozenset[str] | None:
+    """The names a call's program must have for the test to hold (for the index), or None."""
+    if "programs" in spec:
+        return frozenset(spec["programs"])
+    if "names" in spec:
+        return frozenset(spec["names"])
+    if "argv" in spec:
+        return _alternatives(spec["argv"][0])
+    return None
 
 
 @dataclass(frozen=True)
@@ -187,11 +196,13 @@ class CompiledPolicy:
     #: makes true). One lookup settles all of a field's equality tests, however many rules
     #: make one (a policy of 500 `tool equals …` rules costs one dict lookup).
     equalities: tuple[tuple[tuple[str, ...], dict[tuple[type, Any], tuple[int, ...]]], ...]
-    #: Command atoms whose argv prefix names the program, by each name it allows: an argv whose
-    #: first token (or its basename) is none of them fails the atom, which is then not evaluated.
+    #: Command atoms that name the program, by each name they allow: a call whose program,
+    #: basename and argv[0] are none of them fails the atom, which is then not evaluated.
     programs: dict[str, tuple[Test, ...]]
     rules: tuple[EngineRule, ...]
     by_id: dict[str, Rule]
+    #: Whether some rule carves an exception (`overrides`) out of others.
+    has_exceptions: bool = False
 
     def atom_values(self, fact: Fact) -> AtomValues:
         bits = bytearray(len(self.atoms))
@@ -203,15 +214,13 @@ class CompiledPolicy:
             if isinstance(v, str | int | float | bool):  # what a policy compares with
                 for position in index.get(_key(v), ()):
                     bits[position] = 1
-        argv = fact.get("argv")
-        if argv:
-            program = argv[0]
-            candidates = self.programs.get(program, ())
-            if (name := posixpath.basename(program)) != program:
-                candidates += self.programs.get(name, ())
-            for position, test in candidates:
-                if test(fact):
-                    bits[position] = 1
+        call: Call | None = fact.get("call")
+        if call is not None and call.argv:
+            names = {call.name, call.argv[0], call.program}
+            for name in names:
+                for position, test in self.programs.get(name, ()) if name else ():
+                    if test(fact):
+                        bits[position] = 1
         return AtomValues(self.atoms, bytes(bits))
 
 
@@ -228,7 +237,7 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
         position = len(keys)
         if "command" in leaf:
             test = (position, command_predicate(leaf["command"]))
-            first = _options(leaf["command"]["argv"][0]) if leaf["command"].get("argv") else None
+            first = _program_names(leaf["command"])
             for name in first or ():
                 programs.setdefault(name, []).append(test)
             if first is None:
@@ -263,4 +272,5 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
         {name: tuple(ts) for name, ts in programs.items()},
         rules,
         {r.id: r for r in policy.rules},
+        any(r.overrides for r in policy.rules),
     )

@@ -1,13 +1,18 @@
-"""Evaluating a proposal: validate → unwrap its command → one fact per argv →
-the rules engine says which rules match → combine.
+"""Evaluating a proposal: validate (the proposal schema, then its tool's spec) → judge its
+command by the catalogue, or its tool's path args → one fact per program it runs → the rules
+engine says which rules match → combine.
 
 Combination: per fact, the strictest decision of its matching rules (deny >
 escalate > approve), or the policy default when none decides; overall, the
 strictest over all facts, so a command hiding a second command is judged by
 the worse of the two. The effective risk is the highest of the declared risk
 and every matching classification; approval also needs effective risk ≤ the
-auto-approval maximum; in mode alpha every approve becomes escalate. Anything
-unexpected yields deny with the error recorded (fail closed).
+auto-approval maximum; in mode beta it also needs an action that is read-only, idempotent and
+reversible (the tool's spec says, and for a command the catalogue, program by program); in mode
+alpha every approve becomes escalate. A command the model cannot see through is denied. An
+approving rule may carve an exception out of escalate rules (`overrides`): where it matches, they
+take no part. Anything unexpected, or an evaluation over its time budget, yields deny with the
+error recorded (fail closed).
 """
 
 from __future__ import annotations
@@ -18,10 +23,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from janus_policy import documents
-from janus_policy.policy.backend import DurableBackend
-from janus_policy.policy.command import parse_command
+from janus_policy.errors import InputError
+from janus_policy.policy.backend import BackendError, DurableBackend
+from janus_policy.policy.command import Call, parse_command
 from janus_policy.policy.compile import CompiledPolicy, compile_policy
-from janus_policy.policy.load import DECISIONS, RISKS, Policy
+from janus_policy.policy.load import DECISIONS, RISKS, Policy, PolicyError, Rule
+from janus_policy.policy.paths import resolve
+from janus_policy.policy.tool_specs import BUILTIN_TOOLS, ToolSpec
 
 NUMERIC_LIMITS = ("cpu_percent", "memory_mb", "disk_mb", "timeout_s")
 
@@ -41,6 +49,10 @@ class Settings:
             "network": False,
         }
     )
+    #: The tools proposals may name, with what the policy must know of each.
+    tools: Mapping[str, ToolSpec] = field(default_factory=lambda: dict(BUILTIN_TOOLS))
+    #: Time one decision may take; past it the decision is deny (fail closed).
+    budget_s: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -92,7 +104,12 @@ class PolicyEngine:
         self.policy = policy
         self.settings = settings or Settings()
         self.compiled: CompiledPolicy = compile_policy(policy)
-        self._backend = DurableBackend(self.compiled.rules)
+        try:
+            self._backend = DurableBackend(self.compiled.rules)
+        except BackendError as e:
+            rule = self.compiled.by_id.get(e.rule_id or "")
+            where = rule.location if rule else None
+            raise PolicyError([InputError("P108", str(e), where, f"rules.{e.rule_id}" if rule else "")]) from None
 
     def close(self) -> None:
         self._backend.close()
@@ -124,29 +141,45 @@ class PolicyEngine:
             return self._deny(
                 f"invalid proposal: {problem.field}: {problem.message}", start, error=True
             )
+        tool = self.settings.tools.get(proposal["tool"])
+        problem = _tool_problem(tool, proposal)
+        if problem is not None:
+            return self._deny(f"invalid proposal: {problem}", start, error=True)
         facts: list[dict[str, Any]]
         if "command" in proposal:
-            cmd = parse_command(proposal["command"])
+            cmd = parse_command(proposal["command"], self.policy.catalogue)
             if cmd.opaque is not None:
                 return self._deny(f"command cannot be judged: {cmd.opaque}", start)
-            facts = [{**proposal, "argv": argv} for argv in cmd.argvs]
+            facts = [{**proposal, "call": call} for call in cmd.calls]
         else:
-            facts = [{**proposal, "argv": None}]
+            facts = [{**proposal, "call": _args_call(tool, proposal) if tool else None}]
 
+        deadline = start + self.settings.budget_s
         by_id = self.compiled.by_id
-        matched_ids: list[str] = []
+        rules: list[Rule] = []
+        overridden: list[tuple[Rule, Rule]] = []
         per_fact: list[str] = []
         for fact in facts:
-            values = self.compiled.atom_values(fact)
-            hits = self._backend.matching(values)
-            decided = [d for d in (by_id[h].decision for h in hits) if d]
+            hits = [by_id[h] for h in self._backend.matching(self.compiled.atom_values(fact))]
+            if self.compiled.has_exceptions:
+                hits = _carve(hits, overridden)
+            decided = [r.decision for r in hits if r.decision]
             per_fact.append(_strictest(decided) if decided else self.policy.default)
-            matched_ids.extend(h for h in hits if h not in matched_ids)
-        hit = [by_id[i] for i in matched_ids]
+            rules.extend(r for r in hits if r not in rules)
+            if time.perf_counter() > deadline:
+                return self._deny(
+                    f"evaluation over its time budget of {self.settings.budget_s:g} s", start, error=True
+                )
         # Budget-only rules take no part in the decision; they show under `budgets`.
-        rules = [r for r in hit if r.decision or r.classify_risk]
+        budgeted = [r for r in rules if r.budget]
+        rules = [r for r in rules if r.decision or r.classify_risk]
         decision = _strictest(per_fact)
+        # The rules that decided come first: they say why.
+        rules.sort(key=lambda r: -DECISIONS.index(r.decision) if r.decision == decision else 1)
         reasons = [f"{r.id}: {r.reason}" if r.reason else r.id for r in rules]
+        reasons += [
+            f"{x.id} overrides {r.id} here (an exception)" for r, x in dict.fromkeys(overridden)
+        ]
         if not any(r.decision for r in rules):
             reasons.append(f"no rule decided: policy default {self.policy.default}")
 
@@ -158,6 +191,14 @@ class PolicyEngine:
                 f"effective risk {effective} is above the auto-approval maximum "
                 f"{self.settings.max_risk}"
             )
+        if decision == "approve" and mode == "beta":
+            unsafe = _not_automatable(tool, [f.get("call") for f in facts])
+            if unsafe:
+                decision = "escalate"
+                reasons.append(
+                    "auto-execution needs an action that is read-only, idempotent and "
+                    f"reversible: {unsafe}"
+                )
         if decision == "approve" and mode == "alpha":
             decision = "escalate"
             reasons.append("mode alpha: every approval is a human's")
@@ -183,7 +224,7 @@ class PolicyEngine:
             escalation=escalation,
             policy_digest=self.policy.digest,
             eval_us=(time.perf_counter() - start) * 1e6,
-            budgets=tuple({"rule": r.id, "per": "global", **r.budget} for r in hit if r.budget)
+            budgets=tuple({"rule": r.id, "per": "global", **r.budget} for r in budgeted)
             if decision == "approve"
             else (),
         )
@@ -206,3 +247,63 @@ class PolicyEngine:
                     allowed if prev is None else [p for p in prev if p in allowed]
                 )
         return out
+
+
+def _carve(hits: list[Rule], overridden: list[tuple[Rule, Rule]]) -> list[Rule]:
+    """The hits of one fact without the escalate rules a matching exception overrides."""
+    carved = {o: r for r in hits if r.decision == "approve" for o in r.overrides}
+    kept = []
+    for r in hits:
+        if r.id in carved and r.decision == "escalate":
+            overridden.append((r, carved[r.id]))
+        else:
+            kept.append(r)
+    return kept
+
+
+def _tool_problem(tool: ToolSpec | None, proposal: Mapping[str, Any]) -> str | None:
+    """What makes the proposal invalid for its tool (a tool without a spec is left to the rules:
+    nothing about it can be approved automatically)."""
+    if tool is None:
+        return None
+    if "command" in proposal and not tool.takes_command:
+        return f"command: the {tool.name} tool takes args, not a command"
+    if tool.takes_command and "command" not in proposal:
+        return f"command: the {tool.name} tool needs a command"
+    problem = tool.args_problem(proposal.get("args", {}))
+    return None if problem is None else f"{problem[0]}: {problem[1]}"
+
+
+def _args_call(tool: ToolSpec, proposal: Mapping[str, Any]) -> Call:
+    """What a tool that takes args does, as a policy's `command` tests see it: the paths in its
+    args, read or written."""
+    args = proposal.get("args", {})
+    reads = tuple(resolve(args[a]) for a, kind in tool.path_args.items() if kind == "read" and a in args)
+    writes = tuple(
+        resolve(args[a]) for a, kind in tool.path_args.items() if kind == "write" and a in args
+    )
+    effects = frozenset(e for e, paths in (("reads", reads), ("writes", writes)) if paths)
+    return Call((), "", None, True, False, frozenset(), None, reads, writes, effects)
+
+
+def _not_automatable(tool: ToolSpec | None, calls: list[Call | None]) -> str:
+    """Why the action may not run without a human in mode beta ("" when it may)."""
+    if tool is None:
+        return "the tool is not one the policy knows"
+    if not tool.safe_to_automate:
+        missing = [
+            word
+            for word, holds in (
+                ("read-only", tool.read_only),
+                ("idempotent", tool.idempotent),
+                ("reversible", tool.reversible),
+            )
+            if not holds
+        ]
+        return f"the {tool.name} tool is not {' or '.join(missing)}"
+    if tool.takes_command:
+        for call in calls:
+            if call is not None and not call.read_only:
+                what = sorted(call.effects & {"writes", "executes", "network"}) or ["unknown effects"]
+                return f"{' '.join(call.argv)[:80]!r} {'/'.join(what)}"
+    return ""

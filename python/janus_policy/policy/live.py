@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from janus_policy.policy.catalogue import Catalogue
 from janus_policy.policy.evaluate import Decision, PolicyEngine, Settings
 from janus_policy.policy.load import load_policy
 
@@ -38,6 +39,11 @@ class LivePolicy:
     @property
     def digest(self) -> str:
         return self._engine.policy.digest
+
+    @property
+    def catalogue(self) -> Catalogue:
+        """The live policy's command catalogue (what the shell tool runs commands by)."""
+        return self._engine.policy.catalogue
 
     def evaluate(self, proposal: Mapping[str, Any], *, mode: str | None = None) -> Decision:
         with self._lock:

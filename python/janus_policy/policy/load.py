@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,8 @@ from typing import Any
 from janus_policy import documents
 from janus_policy.documents import Document, JsonPath, pointer
 from janus_policy.errors import InputError, JanusError, Location
+from janus_policy.policy.catalogue import Catalogue, CatalogueLoadError, catalogue_for
+from janus_policy.policy.paths import re2_compile
 
 DECISIONS = ("approve", "escalate", "deny")
 RISKS = ("none", "low", "medium", "high", "critical")
@@ -32,7 +33,7 @@ class PolicyError(JanusError):
         super().__init__("\n".join(str(f) for f in findings))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Rule:
     id: str
     ruleset: str
@@ -46,6 +47,8 @@ class Rule:
     limits: dict[str, Any] = field(default_factory=dict)
     escalation: dict[str, Any] | None = None
     budget: dict[str, Any] | None = None
+    #: Escalate rules this approving rule carves an exception out of.
+    overrides: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,9 @@ class RuleSet:
 @dataclass(frozen=True)
 class Policy:
     rulesets: tuple[RuleSet, ...]
+    #: sha256 over the normalized rule sets and command catalogue.
     digest: str
+    catalogue: Catalogue
 
     @property
     def rules(self) -> tuple[Rule, ...]:
@@ -146,9 +151,9 @@ def _semantic(doc: Document) -> list[InputError]:
         for leaf, at in _conditions(rule["when"], ("rules", i, "when")):
             if "matches" in leaf:
                 try:
-                    re.compile(leaf["matches"])
-                except re.error as e:
-                    message = f"invalid regular expression {leaf['matches']!r}: {e}"
+                    re2_compile(leaf["matches"])
+                except ValueError as e:
+                    message = f"invalid regular expression {leaf['matches']!r} (RE2 syntax): {e}"
                     finding("P102", message, (*at, "matches"))
             if leaf.get("field") != "risk":
                 continue
@@ -178,6 +183,7 @@ def _ruleset(doc: Document) -> RuleSet:
             limits=r.get("limits", {}),
             escalation=r.get("escalation"),
             budget=r.get("budget"),
+            overrides=tuple(r.get("overrides", ())),
         )
         for i, r in enumerate(data["rules"])
     )
@@ -236,6 +242,41 @@ def load_policy(path: Path | str) -> Policy:
                     )
                 )
             seen_rules.setdefault(rule.id, rule.location)
+    try:
+        catalogue = catalogue_for(root if root.is_dir() else None)
+    except CatalogueLoadError as e:
+        findings.extend(e.findings)
+    findings.extend(_exceptions(rulesets))
     if findings:
         raise PolicyError(findings)
-    return Policy(tuple(rulesets), digest(docs))
+    return Policy(tuple(rulesets), digest([*docs, *catalogue.documents]), catalogue)
+
+
+def _exceptions(rulesets: list[RuleSet]) -> list[InputError]:
+    """An exception (`overrides`) approves, and names escalate rules only: deny is absolute."""
+    found: list[InputError] = []
+    rules = {r.id: r for rs in rulesets for r in rs.rules}
+    for rs in rulesets:
+        for i, rule in enumerate(rs.rules):
+            if not rule.overrides:
+                continue
+            at = rs.document.location(("rules", i, "overrides"))
+            if rule.decision != "approve":
+                found.append(
+                    InputError("P107", f"rule {rule.id!r}: only an approving rule may override", at, "overrides")
+                )
+            for name in rule.overrides:
+                target = rules.get(name)
+                if target is None:
+                    hint = documents.did_you_mean(name, list(rules))
+                    message = f"rule {rule.id!r} overrides {name!r}, which is no rule{hint}"
+                elif target.decision != "escalate":
+                    message = (
+                        f"rule {rule.id!r} overrides {name!r}, which decides "
+                        f"{target.decision or 'nothing'}: only escalate rules can be overridden "
+                        "(deny stays absolute)"
+                    )
+                else:
+                    continue
+                found.append(InputError("P107", message, at, "overrides"))
+    return found

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import multiprocessing
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -124,13 +123,11 @@ def _parse(batch: Batch) -> list[tuple[str, dict[str, Any]]]:
         if not line.strip():
             continue
         try:
-            item = json.loads(line)
-        except json.JSONDecodeError as e:
-            if n == batch.total:
+            item = documents.parse_json(line, batch.path, n)
+        except InputError as e:
+            if e.code == "E001" and n == batch.total:
                 continue  # torn last line
-            raise InputError(
-                "E001", f"invalid JSON: {e.msg}", Location(batch.path, n, e.colno)
-            ) from None
+            raise
         if (proposal := _proposal_of(item, Location(batch.path, n, 1))) is not None:
             out.append((f"{batch.path}:{n}", proposal))
     return out

@@ -13,13 +13,14 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from janus_policy.policy.catalogue import bundled_catalogue
 from janus_policy.policy.command import parse_command
 
 
 def fingerprint(proposal: Mapping[str, Any]) -> str:
     command: Any = None
     if "command" in proposal:
-        parsed = parse_command(proposal["command"])
+        parsed = parse_command(proposal["command"], bundled_catalogue())
         # What cannot be parsed is compared as written, whitespace collapsed.
         raw = proposal["command"]
         opaque = " ".join(raw.split()) if isinstance(raw, str) else raw

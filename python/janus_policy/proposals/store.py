@@ -153,7 +153,12 @@ def _record(row: sqlite3.Row) -> Record:
     data = dict(row)
     for col in _JSON_COLUMNS:
         if data[col] is not None:
-            data[col] = json.loads(data[col])
+            try:
+                data[col] = json.loads(data[col])
+            except (ValueError, RecursionError) as e:  # the store wrote JSON: it is damaged
+                raise StoreError(
+                    f"proposal {data['id']}: {col} is not readable JSON ({e})"
+                ) from None
     return Record(**data)
 
 

@@ -54,7 +54,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         return None
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: nested too deeply
         # A flag that exists but cannot be read still means stop (fail closed).
         return {"unreadable": True}
     return data if isinstance(data, dict) else {"unreadable": True}

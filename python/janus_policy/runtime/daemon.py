@@ -79,6 +79,7 @@ class Daemon:
         self.audit = self.lifecycle.audit
         self.policy = LivePolicy(config.policy_dir, config.policy_settings())
         self.registry = ToolRegistry.from_config(config)
+        self.registry.use_catalogue(self.policy.catalogue)
         self.tools = ToolExecutor(config, self.registry, SandboxRunner(config.sandbox))
         #: Set while an emergency stop is in force (seen by signal or by flag):
         #: no sandbox may start, and any that starts anyway is killed.
@@ -364,6 +365,7 @@ class Daemon:
                 {"policy_digest": old, "refused_files": refused, "ok": False, "findings": findings},
             )
             return
+        self.registry.use_catalogue(self.policy.catalogue)
         self.log("reloaded", old_digest=result.old_digest, new_digest=result.new_digest)
         self.audit.decisions.append(
             "policy_reload",
