@@ -93,7 +93,8 @@ def test_a_recursive_alias_stops_at_the_depth_limit(text: str) -> None:
 @pytest.mark.parametrize(
     ("text", "column"),
     [
-        (nested(100_000), 66),
+        # libyaml's scanner looks ahead through brackets and stops at its own 1,000 first.
+        (nested(100_000), 66 if not yaml.__with_libyaml__ else 1001),
         # A mapping's first node too deep is its key.
         ("{a: " * 100_000 + "}" * 100_000, 64 * 4 + 2),
         ('{"a": ' * 100_000 + "1" + "}" * 100_000, 64 * 6 + 2),
@@ -233,7 +234,7 @@ def test_submit_from_stdin_reads_no_more_than_it_accepts(
     monkeypatch.setattr(sys, "stdin", io.StringIO(nested(100_000)))
     code, _, err = run(capsys, "proposals", "submit", "-")
     assert code == 2
-    assert "<stdin>:1:66: E005" in err
+    assert f"<stdin>:1:{66 if not yaml.__with_libyaml__ else 1001}: E005" in err
     stdin = io.StringIO("#" * (documents.MAX_BYTES + 1000))
     monkeypatch.setattr(sys, "stdin", stdin)
     code, _, err = run(capsys, "proposals", "submit", "-")

@@ -241,7 +241,9 @@ def test_an_escalation_that_says_so_is_renewed_not_rejected(
 
 def test_recovery_after_a_crash(lc: Lifecycle, engine: PolicyEngine) -> None:
     a = lc.decide(lc.submit(LS, source="t").id, engine)
-    b = lc.decide(lc.submit({**LS, "tool": "file_chunker", "command": "x"}, source="t").id, engine)
+    chunk = {**LS, "tool": "file_chunker", "args": {"path": "/srv/x.txt", "segment": 0}}
+    del chunk["command"]
+    b = lc.decide(lc.submit(chunk, source="t").id, engine)
     for r in (a, b):
         assert lc.start(r.id) is not None
     after = {r.id: r.state for r in lc.recover(lambda tool: tool == "file_chunker")}

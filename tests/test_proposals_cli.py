@@ -88,7 +88,7 @@ def test_submit_list_show_export(
     assert esc["id"] in out
     assert ok["id"] not in out
     code, out, _ = run(capsys, "proposals", "show", esc["id"][:14])
-    assert "escalate-interpreters-and-network" in out
+    assert "escalate-version-control" in out
     assert "routing.yaml:" in out
     assert "escalated to operators" in out
     code, out, _ = run(capsys, "proposals", "export", "--format", "csv")

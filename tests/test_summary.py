@@ -31,7 +31,8 @@ from janus_policy.proposals.store import DB_NAME, Store
 from janus_policy.runtime.demo import run_demo
 from janus_policy.runtime.summary import PALETTE, Summary, build_summary, render_html, render_text
 
-EVIL = "<script>alert(1)</script>\x1b[2J\u202eevil\x00"
+# Ends in BEL, not NUL: no argv can hold a NUL (such a command is opaque, and denied).
+EVIL = "<script>alert(1)</script>\x1b[2J\u202eevil\x07"
 
 
 def shell(command: str | list[str]) -> dict[str, Any]:
@@ -163,14 +164,16 @@ def test_counts_rate_resources_and_tools_are_exact(filled: Filled) -> None:
 def test_top_rules_count_decisions_and_point_at_their_lines(filled: Filled) -> None:
     s = filled.summary()
     assert [(u.id, u.decision, u.decisions) for u in s.top_rules] == [
-        ("escalate-interpreters-and-network", "escalate", 3),
-        ("approve-read-only-shell", "approve", 2),
-        ("approve-builtin-tools", "approve", 1),
-        ("approve-harmless-shell", "approve", 1),
+        # git log only reads, by its catalogue spec: the rule matches, version control decides
+        ("approve-read-only-shell", "approve", 4),
+        ("escalate-code-and-network", "escalate", 2),
+        ("approve-file-chunker", "approve", 1),
+        ("deny-credentials", "deny", 1),
         ("deny-recursive-delete", "deny", 1),
         ("deny-system-writes", "deny", 1),
+        ("escalate-version-control", "escalate", 1),
     ]
-    assert s.rules_fired == 6
+    assert s.rules_fired == 7
     for u in s.top_rules:
         path, line = u.where.rsplit(":", 1)
         assert Path(path).parent == BUNDLED_POLICIES
@@ -218,7 +221,7 @@ def test_text_form(filled: Filled, capsys: pytest.CaptureFixture[str]) -> None:
     assert "CPU (user+sys) 2.00 s; wall 12.87 s total, p50 300 ms, max 12.00 s" in out
     assert "max RSS 64.0 MiB; output 1.3 KiB" in out
     assert "limits that fired: memory 1, timeout 1" in out
-    assert "   3  escalate-interpreters-and-network  escalate  " in out
+    assert "   4  approve-read-only-shell  approve  " in out
     assert "shell: 4 executions, 2 of 4 finished succeeded" in out
     assert "Escalations waiting now (any day): 3" in out
     assert f"  {filled.ids['curl']}  shell: curl -s https://example.com\n" in out
@@ -235,7 +238,7 @@ def test_json_form_is_the_same_data(filled: Filled, capsys: pytest.CaptureFixtur
     assert data["by_decision"] == filled.summary().by_decision
     assert data["resources"]["limits"] == {"memory": 1, "timeout": 1}
     assert data["resources"]["wall_histogram"][-1] == {"bin": "≥10 s", "count": 1}
-    assert data["top_rules"][0]["id"] == "escalate-interpreters-and-network"
+    assert data["top_rules"][0]["id"] == "approve-read-only-shell"
     waiting = data["escalations_waiting"]
     assert [w["id"] for w in waiting] == [filled.ids[n] for n in ("old", "evil", "curl")]
     # The JSON keeps the data as recorded; json escapes what needs it.
@@ -395,7 +398,7 @@ def test_the_html_page_in_headless_chromium(filled: Filled, tmp_path: Path) -> N
     assert "By state proposed 1 escalated 2 rejected 2 succeeded 2 failed 1 timed_out 1" in text
     assert "Limits that fired: memory 1, timeout 1." in text
     assert "Wall time of executions 0 <10 ms 2 10-100 ms 2 0.1-1 s 0 1-10 s 1 ≥10 s" in text
-    assert "3 escalate-interpreters-and-network escalate routing.yaml:" in text
+    assert "4 approve-read-only-shell approve whitelist.yaml:" in text
     assert "shell 4 4 2" in text
     # The attacker's markup is text on the page, not an element.
     assert "<script>alert(1)</script>" in text

@@ -129,6 +129,8 @@ _MAX_WALK = 64
 _MAX_RULES_PER_NODE = 255
 # Rules per ruleset (MAX_ACTIONS).
 _MAX_RULES = 4096
+# Networks a new engine rule may join: the newest ones (see _networks).
+_OPEN_NETWORKS = 4
 # Conjunctions a conjunction of disjunctions may expand to: exponential at worst.
 _MAX_CONJUNCTIONS = 1024
 # assert_fact / retract_fact result codes: RULES_OK, ERR_EVENT_NOT_HANDLED (no rule matched).
@@ -278,7 +280,9 @@ def _networks(rules: Sequence[EngineRule]) -> list[_Network]:
                 conjunction, key=lambda lit: (not lit[1], -frequency[lit], str(lit[0]))
             )
             chain = tuple(literals) if literals and literals[0][1] else (_EVERY_FACT, *literals)
-            if not any(network.add(index, chain) for network in networks):
+            # Only the newest networks are tried: trying every one made building quadratic
+            # (115 s for 20,000 rules), and the older ones are full by then.
+            if not any(network.add(index, chain) for network in networks[-_OPEN_NETWORKS:]):
                 networks.append(_Network())
                 if not networks[-1].add(index, chain):
                     raise BackendError(

@@ -58,6 +58,7 @@ class Slot:
     kind: str
     count: int | str = 1  # 1, "?", "*", "+"
     values: frozenset[str] | None = None
+    inert_prefix: str | None = None
 
     @property
     def least(self) -> int:
@@ -154,7 +155,12 @@ def _slots(data: Sequence[Mapping[str, Any]] | None) -> tuple[Slot, ...] | None:
     if data is None:
         return None
     return tuple(
-        Slot(s["kind"], s.get("count", 1), frozenset(s["values"]) if "values" in s else None)
+        Slot(
+            s["kind"],
+            s.get("count", 1),
+            frozenset(s["values"]) if "values" in s else None,
+            s.get("inert_prefix"),
+        )
         for s in data
     )
 
@@ -456,7 +462,8 @@ def _assign(
         for index, word in words[k : k + max(take, 0)]:
             if slot.values is not None and word not in slot.values:
                 raise Opaque(f"{spec.name}: {word!r} is not one of {sorted(slot.values)}")
-            parsed.operands.append((index, slot.kind, word))
+            inert = slot.inert_prefix is not None and word.startswith(slot.inert_prefix)
+            parsed.operands.append((index, "text" if inert else slot.kind, word))
         k += max(take, 0)
     if k < len(words):
         raise Opaque(f"{spec.name}: more operands than it takes ({words[k][1]!r})")

@@ -81,6 +81,8 @@ class Call:
     reads: tuple[PathRef, ...]
     writes: tuple[PathRef, ...]
     effects: frozenset[str]
+    #: It runs another command, judged as a call of its own (a wrapper, or a shell's script).
+    wraps: bool = False
 
     @property
     def read_only(self) -> bool:
@@ -121,6 +123,12 @@ class Command:
     @property
     def programs(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.calls)
+
+    @property
+    def actions(self) -> tuple[tuple[str, ...], ...]:
+        """The argvs of what does the work: every call but wrappers and shells (so `sh -c 'ls'`
+        and `ls` are the same action)."""
+        return tuple(c.argv for c in self.calls if not c.wraps)
 
     def render(self, catalogue: Catalogue, exists: Callable[[str], bool]) -> list[str]:
         """The argv that runs exactly this command: the command itself when it is one simple
@@ -212,13 +220,14 @@ class _Judge:
             return
         if spec.syntax == "shell":
             index = start + _script_index(argv)
-            self.calls.append(_call(argv, name, program, spec, None, (), (), frozenset(), ctx))
+            call = _call(argv, name, program, spec, None, (), (), frozenset(), ctx)
+            self.calls.append(replace(call, wraps=True))
             inner = parse_script(node.words[index])
             node.scripts[index] = self.script(inner, _Context(ctx.depth + 1, ctx.cwd))
             return
         parsed = parse_args(spec, argv, more_operands=ctx.more_operands)
         call, inner_ctx = _effects(argv, name, program, parsed, ctx)
-        self.calls.append(call)
+        self.calls.append(replace(call, wraps=bool(parsed.commands)))
         for first, last, placeholder in parsed.commands:
             first += start
             last += start
@@ -338,9 +347,11 @@ def _effects(
     write_operands = any(o.write_operands for o, _ in parsed.options)
     default = spec.default_operand
     names: set[str] = set()
+    unplaced = set(spec.effects)  # effects no path in the argv places
     for option, value in parsed.options:
         names.update(option.names)
         effects |= option.effects
+        unplaced |= option.effects - ({"writes"} if option.write_operands else set())
         if option.default_operand is not None:
             default = option.default_operand
         if value is None:
@@ -350,9 +361,9 @@ def _effects(
         _value(option.value, value, ctx, reads, writes, effects, recursive=False)
         if option.value == "cwd":
             cwd = _path(value, ctx)
-    if "writes" in effects and spec.syntax != "any":
+    if "writes" in unplaced and spec.syntax != "any":
         writes.append(UNKNOWN)  # an effect the argv does not place (date --set)
-    if "reads" in effects and spec.syntax != "any":
+    if "reads" in unplaced and spec.syntax != "any":
         reads.append(UNKNOWN)
     kinds = {kind for _, kind, _ in parsed.operands}
     if default is not None and not kinds & {"read", "write", "maybe"}:

@@ -22,7 +22,7 @@ NO_ARGS: Mapping[str, Any] = MappingProxyType(
 )
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class ToolSpec:
     name: str
     takes_command: bool = False

@@ -1,7 +1,8 @@
 """Novelty: what makes two proposals the same action.
 
-The fingerprint covers the tool, the action type, the command as argvs (so
-spacing, quoting and `sh -c` wrapping do not make a repeat look new) and the
+The fingerprint covers the tool, the action type, the command as the argvs that
+do the work (so spacing, quoting and `sh -c` or `nice` wrapping do not make a
+repeat look new) and the
 arguments; the agent's wording (rationale), its declared risk and the mission
 do not count.
 """
@@ -24,7 +25,7 @@ def fingerprint(proposal: Mapping[str, Any]) -> str:
         # What cannot be parsed is compared as written, whitespace collapsed.
         raw = proposal["command"]
         opaque = " ".join(raw.split()) if isinstance(raw, str) else raw
-        command = [list(a) for a in parsed.argvs] if parsed.opaque is None else opaque
+        command = [list(a) for a in parsed.actions] if parsed.opaque is None else opaque
     normal = {
         "tool": proposal["tool"],
         "action_type": proposal["action_type"],

@@ -1,6 +1,6 @@
 """The demo: a real daemon on the bundled policies whose thinking cycle runs
 the scripted backend on the bundled script (`defaults/demo.yaml`) for a
-mission, an operator approving two escalations, and a report of what
+mission, an operator approving four escalations, and a report of what
 happened.
 
 Everything in the report is read back from the store, the audit logs and the
