@@ -10,6 +10,7 @@ from typing import Any
 
 from janus_policy import documents
 from janus_policy.cli._common import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, add_format, print_json
+from janus_policy.config import load_config
 from janus_policy.policy.evaluate import PolicyEngine
 from janus_policy.policy.lint import Finding, lint
 from janus_policy.policy.load import BUNDLED_POLICIES, PolicyError, load_policy
@@ -35,8 +36,13 @@ def register(verbs: Any) -> None:
         "paths",
         nargs="*",
         type=Path,
-        default=[BUNDLED_POLICIES],
-        help="policy dirs or files (default: the bundled policies)",
+        help="policy dirs or files (default: the --config's policy dir, else the bundled policies)",
+    )
+    check.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="agent.yaml: check the policy against its tools, mode and maxima too",
     )
     add_format(check, "text", "json", "sarif")
     check.add_argument("--strict", action="store_true", help="warnings count as findings")
@@ -71,8 +77,14 @@ def _engine(path: Path) -> PolicyEngine:
 
 def run_check(args: argparse.Namespace) -> int:
     findings: list[Finding] = []
-    for path in args.paths:
-        findings.extend(lint(path))
+    settings = None
+    paths: list[Path] = args.paths or [BUNDLED_POLICIES]
+    if args.config is not None:
+        config = load_config(args.config)
+        settings = config.policy_settings()
+        paths = args.paths or [config.policy_dir]
+    for path in paths:
+        findings.extend(lint(path, settings, config=args.config))
     errors = [f for f in findings if f.severity == "error"]
     unreadable = any(f.code == "E000" for f in findings)
     shown = findings[: args.max_errors] if args.max_errors is not None else findings

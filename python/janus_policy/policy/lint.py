@@ -134,10 +134,10 @@ def _finding(code: str, message: str, where: Location, field: str = "") -> Findi
 
 
 def lint(
-    path: Path, settings: Settings | None = None, *, tools_configured: bool = False
+    path: Path, settings: Settings | None = None, *, config: Path | None = None
 ) -> list[Finding]:
-    """Every finding about the policy at `path`. With `tools_configured`, `settings.tools` are
-    an agent.yaml's tools, and rules are checked against them too."""
+    """Every finding about the policy at `path`. With `config` (the agent.yaml `settings` come
+    from), its tools are checked against the rules too."""
     settings = settings or Settings()
     try:
         policy = load_policy(path)
@@ -151,8 +151,8 @@ def lint(
             )
         for rule in rs.rules:
             found.extend(_rule_warnings(rule, rs.document, settings, policy.catalogue.programs))
-    if tools_configured:
-        found.extend(_unmentioned_tools(policy.rules, settings))
+    if config is not None:
+        found.extend(_unmentioned_tools(policy.rules, settings, config))
     found.extend(_overridden(policy.rules))
     found.extend(_catalogue_examples(policy))
     try:
@@ -279,7 +279,7 @@ def _rule_warnings(
     return found
 
 
-def _unmentioned_tools(rules: Sequence[Rule], settings: Settings) -> list[Finding]:
+def _unmentioned_tools(rules: Sequence[Rule], settings: Settings, config: Path) -> list[Finding]:
     named: set[Any] = set()
     for rule in rules:
         named |= _field_values(rule.when, "tool") or set()
@@ -290,7 +290,7 @@ def _unmentioned_tools(rules: Sequence[Rule], settings: Settings) -> list[Findin
             "W207",
             f"tool {name!r} is configured, but no rule names it: its proposals get the policy "
             "default",
-            Location("agent.yaml"),
+            Location(str(config)),
         )
         for name in sorted(settings.tools)
         if name not in named
