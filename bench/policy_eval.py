@@ -97,7 +97,12 @@ def big_policy(dir_: Path) -> Path:
             rules.append({"id": f"r{i}", "when": when, "decision": "escalate"})
         test = {
             "name": "an unrelated proposal takes the default",
-            "proposal": {"tool": "shell", "action_type": "analysis", "risk": "low", "command": "ls"},
+            "proposal": {
+                "tool": "shell",
+                "action_type": "analysis",
+                "risk": "low",
+                "command": "ls",
+            },
             "expect": "escalate",
         }
         doc = {"ruleset": f"big{f}", "rules": rules, "tests": [test]}

@@ -9,7 +9,6 @@ import shlex
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from janus_policy.policy.catalogue import bundled_catalogue
 from janus_policy.policy.command import Command, RenderError, parse_command
 

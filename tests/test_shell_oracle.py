@@ -9,17 +9,16 @@ import subprocess
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-
 from janus_policy.policy.catalogue import Opaque
-from janus_policy.policy.shell import parse_script, quote
+from janus_policy.policy.shell import parse_script
 
 BASH = shutil.which("bash")
 pytestmark = pytest.mark.skipif(BASH is None, reason="bash is not installed")
 
 #: Characters that matter to a shell, and some that do not.
-ALPHABET = list("ab1 _-./=:,'\"\\\t$`*?[]{}~#;&|<>()!%^@+\n") + ["é", "\u00a0"]
+ALPHABET = [*"ab1 _-./=:,'\"\\\t$`*?[]{}~#;&|<>()!%^@+\n", "é", "\u00a0"]
 #: Mostly quoting, so that many lines are plain argvs.
-QUOTING = list("ab1 _-./=:'\"\\\t#%@+") + ["é"]
+QUOTING = [*"ab1 _-./=:'\"\\\t#%@+", "é"]
 lines = st.text(alphabet=ALPHABET, min_size=1, max_size=40) | st.text(
     alphabet=QUOTING, min_size=1, max_size=40
 )

@@ -1,7 +1,8 @@
-"""Tools and the tool executor, run for real in the sandbox: the shell
-allow-list, file_chunker segments, node_generator output, llama-cli, declared
-command tools, limit resolution, limits that end a run, and failures that
-must come back as a failed Execution rather than an exception."""
+"""Tools and the tool executor, run for real in the sandbox: the shell tool
+running exactly the command the catalogue judged (and refusing what cannot be
+judged), file_chunker segments, node_generator output, llama-cli, declared
+command tools, tool specs, limit resolution, limits that end a run, and
+failures that must come back as a failed Execution rather than an exception."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from typing import Any
 import pytest
 import yaml
 from janus_policy import documents
-from janus_policy.config import AgentConfig, load_config
+from janus_policy.config import AgentConfig, ToolConfig, load_config
 from janus_policy.execution.sandbox import SandboxRunner, SandboxSettings
 from janus_policy.execution.tool_executor import Execution, ToolExecutor
 from janus_policy.execution.tools import ShellTool, ToolError, ToolRegistry
+from janus_policy.policy.catalogue import Catalogue, bundled_catalogue, load_catalogue
+from janus_policy.policy.tool_specs import BUILTIN_TOOLS, ToolSpec
 
 Proposal = dict[str, Any]
 
@@ -92,14 +95,55 @@ def stdout(e: Execution) -> str:
 
 
 # ---- shell ----
+#
+# The shell tool has no list of its own: what may run is the policy's to say
+# (tests/test_policy*.py, tests/test_hostile_proposals.py). It runs exactly the
+# command the catalogue judged (every catalogued program by its trusted path,
+# lists and pipelines through /usr/bin/sh), and refuses only what cannot be
+# judged (T011) or a catalogued program not installed where it is trusted (T012).
+
+#: A spec of cat (enough to judge `cat FILE...`) for catalogues with other paths.
+CAT_SPEC: dict[str, Any] = {"syntax": "gnu", "operands": [{"kind": "read", "count": "*"}]}
+#: Where nothing is installed.
+NOWHERE = "/nonexistent/janus-test"
 
 
-def test_shell_runs_allow_listed_commands(executor: ToolExecutor, base: Path) -> None:
+def shell_tool(catalogue: Catalogue | None = None) -> ShellTool:
+    return ShellTool(ToolConfig("shell"), catalogue)
+
+
+def catalogue_of(tmp_path: Path, programs: dict[str, Any]) -> Catalogue:
+    """The bundled catalogue with `programs` added or replaced, read from a file."""
+    path = tmp_path / "extra.yaml"
+    path.write_text(yaml.safe_dump({"catalogue": "extra", "programs": programs}))
+    return load_catalogue([path])
+
+
+def not_installed(tmp_path: Path) -> Catalogue:
+    """cat and sh trusted only where nothing is installed."""
+    return catalogue_of(
+        tmp_path,
+        {
+            "cat": {**CAT_SPEC, "paths": [f"{NOWHERE}/cat"]},
+            "sh": {"syntax": "shell", "paths": [f"{NOWHERE}/sh", f"{NOWHERE}/bin/sh"]},
+        },
+    )
+
+
+def script(path: Path, body: str) -> Path:
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_shell_runs_a_command_by_its_trusted_path(executor: ToolExecutor, base: Path) -> None:
     e = run(executor, proposal("shell", command=f"cat {base}/data/hello.txt"))
     assert (e.status, stdout(e)) == ("succeeded", "hello from the host\n")
-    assert e.argv == ["cat", f"{base}/data/hello.txt"]
+    assert e.argv == ["/usr/bin/cat", f"{base}/data/hello.txt"]
     e = run(executor, proposal("shell", command=["ls", f"{base}/data"]))
     assert e.status == "succeeded"
+    assert e.argv == ["/usr/bin/ls", f"{base}/data"]
     assert stdout(e).split() == ["big.txt", "hello.txt"]
 
 
@@ -110,67 +154,371 @@ def test_shell_sees_only_its_read_paths(executor: ToolExecutor, base: Path) -> N
     assert "not for the sandbox" not in stdout(e)
 
 
+def test_what_the_tool_runs_the_sandbox_still_contains(executor: ToolExecutor, base: Path) -> None:
+    """rm and sort -o are the policy's to refuse, not the tool's; run, they
+    cannot change a read path, and write only in the work dir."""
+    e = run(executor, proposal("shell", command=f"rm -f {base}/data/hello.txt"))
+    assert e.argv == ["/usr/bin/rm", "-f", f"{base}/data/hello.txt"]
+    assert e.status == "failed"
+    assert "Read-only file system" in (e.error or "")
+    assert (base / "data" / "hello.txt").read_text() == "hello from the host\n"
+    e = run(executor, proposal("shell", command=f"sort -o out {base}/data/hello.txt && cat out"))
+    assert e.argv == [
+        "/usr/bin/sh",
+        "-c",
+        f"/usr/bin/sort -o out {base}/data/hello.txt && /usr/bin/cat out",
+    ]
+    assert (e.status, stdout(e)) == ("succeeded", "hello from the host\n")
+    assert list((base / "work").iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("command", "why"),
     [
-        ("rm -rf data", "not on the shell tool's allow-list"),
-        ("grpe x data", "did you mean 'grep'"),
-        ("/bin/rm data", "not on the shell tool's allow-list"),
-        ("sh -c 'cat data'", "without a wrapper, shell"),
-        (["bash", "-lc", "ls"], "without a wrapper, shell"),
-        ("env X=1 cat data", "without a wrapper"),
-        ("X=1 ls", "without a wrapper"),
-        ("nice ls", "without a wrapper"),
-        ("cat data | wc -l", "this runs: cat, wc"),
-        ("ls; rm -rf /", "this runs: ls, rm"),
-        ("ls && ls", "pipeline, list"),
-        ("sleep 1 &", "this runs: sleep"),
-        ("ls # comment", "comment"),
-        ("cat $(echo /etc/passwd)", "needs a shell"),
-        ("cat `echo x`", "needs a shell"),
-        ("cat $HOME/x", "needs a shell"),
-        ("ls > out", "needs a shell: a redirection"),
-        ("cat < in", "needs a shell: a redirection"),
-        ("find . -exec rm {} ;", "needs a shell"),
-        ("find . -delete", "writes, deletes or runs programs"),
-        ("sort -o out data", "writes, deletes or runs programs"),
-        ("sort -uo out data", "writes, deletes or runs programs"),
-        ("sort --output=out data", "writes, deletes or runs programs"),
-        ("date -s 2000-01-01", "writes, deletes or runs programs"),
-        ("uniq data out", "at most 1 file operand"),
-        # GNU long options may be abbreviated; after `--` every word is an operand.
-        ("sort --compress-prog=sh -S 1K data", "writes, deletes or runs programs"),
-        ("sort --out=x data", "writes, deletes or runs programs"),
-        ("sort --outp x data", "writes, deletes or runs programs"),
-        ("date --se=2000-01-01", "writes, deletes or runs programs"),
-        ("uniq -- data -out", "at most 1 file operand"),
-        ("xargs rm", "needs a shell"),
+        ("cat $(echo /etc/passwd)", "an expansion or substitution ($)"),
+        ("cat `echo x`", "a command substitution (backticks)"),
+        ("cat $HOME/x", "an expansion or substitution ($)"),
+        ('cat "$HOME"', "an expansion or substitution ($) inside double quotes"),
+        ("ls > out", "a redirection"),
+        ("cat < in", "a redirection"),
+        ("cat data/*.txt", "an unquoted glob character"),
+        ("echo {a,b}", "brace expansion or a group"),
+        ("(ls)", "a subshell, group or process substitution"),
+        ("ls ~", "a tilde expansion"),
+        ("ls 'data", "an unterminated single quote"),
+        ("ls |", "a syntax error: nothing after '|'"),
+        ("   ", "no command"),
+        ("if true; then ls; fi", "shell syntax ('if')"),
+        ("time cat data", "shell syntax ('time')"),
+        ("cd / && ls", "the shell builtin 'cd'"),
+        ("X=1 ls", "the assignment X='1'"),
+        ("env X=1 cat data", "the assignment X='1'"),
+        ("PATH=/tmp ls", "the assignment PATH='/tmp'"),
+        ("TZ=/etc/localtime date", "the assignment TZ='/etc/localtime'"),
+        (["bash", "-lc", "ls"], "bash -lc: an interactive or login shell"),
+        ("sh script.sh", "sh reads its commands from a file or its input"),
+        # The unquoted `;` is the shell's, so -exec has no end.
+        ("find . -exec rm {} ;", "find: -exec without a command ended by ';' or '+'"),
+        ("sort --bogus data", "sort: --bogus is not an option the catalogue knows"),
+        ("sort --s data", "sort: --s is ambiguous"),
+        ("env -S 'rm -rf /'", "env: -S is not an option the catalogue knows"),
+        ("xargs -i cat", "xargs: -i is not an option the catalogue knows"),
+        (["ls", "a\0b"], "a NUL character"),
+        ("ls " + "x" * 65536, "longer than 65536 characters"),
     ],
 )
-def test_shell_refuses(executor: ToolExecutor, command: str | list[str], why: str) -> None:
-    with pytest.raises(ToolError, match="command: ") as e:
+def test_shell_refuses_what_cannot_be_judged(
+    executor: ToolExecutor, command: str | list[str], why: str
+) -> None:
+    with pytest.raises(ToolError) as e:
         executor.registry.get("shell").plan(proposal("shell", command=command), Path("/tmp"))
-    assert why in str(e.value)
-    assert e.value.field == "command"
+    assert (e.value.code, e.value.field) == ("T011", "command")
+    assert e.value.message.startswith("command: cannot be judged: "), e.value.message
+    assert why in e.value.message
     ex = run(executor, proposal("shell", command=command))
     assert (ex.status, ex.outcome, ex.argv) == ("failed", None, [])
     assert why in (ex.error or "")
 
 
-def test_shell_argument_checks_let_reads_through() -> None:
-    assert ShellTool.argv("uniq -f 1 data") == ["uniq", "-f", "1", "data"]
-    assert ShellTool.argv("sort -k 2 -u data") == ["sort", "-k", "2", "-u", "data"]
-    assert ShellTool.argv("find data -name '*.txt'") == ["find", "data", "-name", "*.txt"]
-    assert ShellTool.argv(["grep", "a|b;c", "data"]) == ["grep", "a|b;c", "data"]
+@pytest.mark.parametrize(
+    ("command", "argv"),
+    [
+        # Once refused by the tool's own allow-list; now the policy's to refuse.
+        ("rm -rf data", ["/usr/bin/rm", "-rf", "data"]),
+        ("find . -delete", ["/usr/bin/find", ".", "-delete"]),
+        ("sort -uo out data", ["/usr/bin/sort", "-uo", "out", "data"]),
+        ("sort --outp x data", ["/usr/bin/sort", "--outp", "x", "data"]),
+        ("date -s 2000-01-01", ["/usr/bin/date", "-s", "2000-01-01"]),
+        ("uniq -- data -out", ["/usr/bin/uniq", "--", "data", "-out"]),
+        ("xargs rm", ["/usr/bin/xargs", "/usr/bin/rm"]),
+        ("nice ls", ["/usr/bin/nice", "/usr/bin/ls"]),
+        ("sh -c 'cat data'", ["/usr/bin/sh", "-c", "/usr/bin/cat data"]),
+        ("ls; rm -rf /", ["/usr/bin/sh", "-c", "/usr/bin/ls ; /usr/bin/rm -rf /"]),
+        # A trusted path names the catalogue's program: it runs by its first installed path.
+        ("/bin/rm data", ["/usr/bin/rm", "data"]),
+        # Every word as judged: values, quoted globs, one argv word with shell characters.
+        ("ls -la src", ["/usr/bin/ls", "-la", "src"]),
+        ("uniq -f 1 data", ["/usr/bin/uniq", "-f", "1", "data"]),
+        ("sort -k 2 -u data", ["/usr/bin/sort", "-k", "2", "-u", "data"]),
+        ("find data -name '*.txt'", ["/usr/bin/find", "data", "-name", "*.txt"]),
+        ("ls # comment", ["/usr/bin/ls"]),
+        (["grep", "a|b;c", "data"], ["/usr/bin/grep", "a|b;c", "data"]),
+        (["ls", "$HOME", "*"], ["/usr/bin/ls", "$HOME", "*"]),  # an argv has no shell
+        ("timeout 5 cat x", ["/usr/bin/timeout", "5", "/usr/bin/cat", "x"]),
+        ("find . -exec cat {} +", ["/usr/bin/find", ".", "-exec", "/usr/bin/cat", "{}", "+"]),
+        # Lists, pipelines, assignments and builtins through the shell, every word quoted.
+        ("cat a | wc -l", ["/usr/bin/sh", "-c", "/usr/bin/cat a | /usr/bin/wc -l"]),
+        (
+            "grep -e 'a b' -- \"it's\" data | wc -l",
+            ["/usr/bin/sh", "-c", "/usr/bin/grep -e 'a b' -- 'it'\\''s' data | /usr/bin/wc -l"],
+        ),
+        ("LC_ALL=C ls", ["/usr/bin/sh", "-c", "LC_ALL=C /usr/bin/ls"]),
+        ("command cat data", ["/usr/bin/sh", "-c", "command /usr/bin/cat data"]),
+        (
+            "bash -c \"sh -c 'ls; cat x'\"",
+            ["/usr/bin/bash", "-c", "/usr/bin/sh -c '/usr/bin/ls ; /usr/bin/cat x'"],
+        ),
+    ],
+)
+def test_shell_argv_is_the_judged_command(command: str | list[str], argv: list[str]) -> None:
+    assert shell_tool().argv(command) == argv
+    invocation = shell_tool().plan(proposal("shell", command=command), Path("/tmp"))
+    assert invocation.argv == argv
+
+
+@pytest.mark.parametrize(
+    ("command", "argv", "out"),
+    [
+        (
+            "cat {data}/hello.txt | wc -c",
+            ["/usr/bin/sh", "-c", "/usr/bin/cat {data}/hello.txt | /usr/bin/wc -c"],
+            "20\n",
+        ),
+        (
+            'cat {data}/hello.txt && false || echo "it\'s; done"',
+            [
+                "/usr/bin/sh",
+                "-c",
+                "/usr/bin/cat {data}/hello.txt && /usr/bin/false || /usr/bin/echo 'it'\\''s; done'",
+            ],
+            "hello from the host\nit's; done\n",
+        ),
+        (
+            "echo one\necho two",
+            ["/usr/bin/sh", "-c", "/usr/bin/echo one ; /usr/bin/echo two"],
+            "one\ntwo\n",
+        ),
+        # The judged echo is /usr/bin/echo, which prints a backslash as it is;
+        # the shell's builtin echo would have printed a tab.
+        (
+            "echo 'a\\tb' | cat",
+            ["/usr/bin/sh", "-c", "/usr/bin/echo 'a\\tb' | /usr/bin/cat"],
+            "a\\tb\n",
+        ),
+        ("sh -c 'echo \"a\\tb\"'", ["/usr/bin/sh", "-c", "/usr/bin/echo 'a\\tb'"], "a\\tb\n"),
+        # A harmless assignment reaches the program.
+        (
+            "TZ=XYZ+3 date -d @0 +%Z%H",
+            ["/usr/bin/sh", "-c", "TZ=XYZ+3 /usr/bin/date -d @0 +%Z%H"],
+            "XYZ21\n",
+        ),
+        ("command -v ls", ["/usr/bin/sh", "-c", "command -v ls"], "/usr/bin/ls\n"),
+        # Wrappers, and the commands they run by their trusted paths.
+        (
+            "timeout 5 cat {data}/hello.txt",
+            ["/usr/bin/timeout", "5", "/usr/bin/cat", "{data}/hello.txt"],
+            "hello from the host\n",
+        ),
+        (
+            "nice -n 1 head -n 2 {data}/big.txt",
+            ["/usr/bin/nice", "-n", "1", "/usr/bin/head", "-n", "2", "{data}/big.txt"],
+            "line 1\nline 2\n",
+        ),
+        (
+            "env LC_ALL=C wc -l {data}/big.txt",
+            ["/usr/bin/env", "LC_ALL=C", "/usr/bin/wc", "-l", "{data}/big.txt"],
+            "12000 {data}/big.txt\n",
+        ),
+        (
+            "find {data} -name hello.txt -exec cat {} +",
+            ["/usr/bin/find", "{data}", "-name", "hello.txt", "-exec", "/usr/bin/cat", "{}", "+"],
+            "hello from the host\n",
+        ),
+        (
+            "echo {data}/hello.txt | xargs cat",
+            ["/usr/bin/sh", "-c", "/usr/bin/echo {data}/hello.txt | /usr/bin/xargs /usr/bin/cat"],
+            "hello from the host\n",
+        ),
+        (
+            "timeout 5 sh -c 'head -n 1 {data}/big.txt | wc -c; echo done'",
+            [
+                "/usr/bin/timeout",
+                "5",
+                "/usr/bin/sh",
+                "-c",
+                "/usr/bin/head -n 1 {data}/big.txt | /usr/bin/wc -c ; /usr/bin/echo done",
+            ],
+            "7\ndone\n",
+        ),
+    ],
+)
+def test_shell_runs_exactly_the_judged_command(
+    executor: ToolExecutor, base: Path, command: str, argv: list[str], out: str
+) -> None:
+    def at(text: str) -> str:
+        return text.replace("{data}", f"{base}/data")
+
+    e = run(executor, proposal("shell", command=at(command)))
+    assert e.argv == [at(a) for a in argv]
+    assert (e.status, stdout(e)) == ("succeeded", at(out)), e.error
+
+
+def test_an_uncatalogued_program_runs_as_given(executor: ToolExecutor) -> None:
+    assert shell_tool().catalogue.get("factor") is None
+    e = run(executor, proposal("shell", command="factor 12"))
+    assert e.argv == ["factor", "12"]
+    assert (e.status, stdout(e)) == ("succeeded", "12: 2 2 3\n")
+    e = run(executor, proposal("shell", command="factor 12 | wc -w"))
+    assert e.argv == ["/usr/bin/sh", "-c", "factor 12 | /usr/bin/wc -w"]
+    assert (e.status, stdout(e)) == ("succeeded", "4\n")
+    # A typo is not the tool's to catch (the policy sees an unknown program): it is not found.
+    e = run(executor, proposal("shell", command="grpe x data"))
+    assert e.argv == ["grpe", "x", "data"]
+    assert e.status == "failed"
+    assert "grpe" in (e.error or "")
+
+
+def test_a_program_named_by_a_path_runs_as_given(
+    make_config: Callable[..., AgentConfig], base: Path
+) -> None:
+    """./x, or a catalogued name at a path the catalogue does not trust: not
+    the catalogue's program, and the tool runs that very file."""
+    script(base / "shellwork" / "x", 'printf "[%s]" "$@"')
+    fake = script(base / "data" / "cat", 'echo "not the real cat: $*"')
+    cfg = make_config(tools={"shell": {"read_paths": ["data"], "working_dir": "shellwork"}})
+    ex = ToolExecutor(cfg)
+    e = run(ex, proposal("shell", command="./x a 'b c'"))
+    assert e.argv == ["./x", "a", "b c"]
+    assert (e.status, stdout(e)) == ("succeeded", "[a][b c]")
+    e = run(ex, proposal("shell", command="./x a | cat"))
+    assert e.argv == ["/usr/bin/sh", "-c", "./x a | /usr/bin/cat"]
+    assert (e.status, stdout(e)) == ("succeeded", "[a]")
+    e = run(ex, proposal("shell", command=f"{fake} {base}/data/hello.txt"))
+    assert e.argv == [str(fake), f"{base}/data/hello.txt"]
+    assert (e.status, stdout(e)) == ("succeeded", f"not the real cat: {base}/data/hello.txt\n")
+
+
+def test_a_catalogued_program_not_installed_is_refused(tmp_path: Path) -> None:
+    tool = shell_tool(not_installed(tmp_path))
+    for command, program in [
+        ("cat data", "cat"),
+        ("timeout 5 cat data", "cat"),  # a wrapped program too
+        ("find . -exec cat {} +", "cat"),
+        ("sh -c 'ls'", "sh"),
+        ("ls | wc -l", "sh"),  # the shell a pipeline runs through
+        ("LC_ALL=C ls", "sh"),
+        ("command ls", "sh"),
+    ]:
+        with pytest.raises(ToolError) as e:
+            tool.argv(command)
+        assert (e.value.code, e.value.field) == ("T012", "command"), command
+        assert e.value.message == (
+            f"command: {program!r} is not installed where the catalogue trusts it"
+        )
+    # What needs neither still runs.
+    assert tool.argv("timeout 5 ls data") == ["/usr/bin/timeout", "5", "/usr/bin/ls", "data"]
+    # This catalogue does not trust /usr/bin/cat: it is a path like any other, run as given.
+    assert tool.argv("/usr/bin/cat data") == ["/usr/bin/cat", "data"]
+
+
+def test_the_catalogue_says_which_file_runs(
+    make_config: Callable[..., AgentConfig], base: Path, tmp_path: Path
+) -> None:
+    own = script(base / "bin" / "cat", 'echo "the catalogue\'s cat: $*"')
+    catalogue = catalogue_of(
+        tmp_path, {"cat": {**CAT_SPEC, "paths": [f"{NOWHERE}/cat", str(own), "/usr/bin/cat"]}}
+    )
+    ex = ToolExecutor(make_config(tools={"shell": {"read_paths": ["data", "bin"]}}))
+    ex.registry.use_catalogue(catalogue)
+    hello = f"{base}/data/hello.txt"
+    # The first of its trusted paths that is installed, not the first cat on PATH.
+    e = run(ex, proposal("shell", command=f"cat {hello}"))
+    assert e.argv == [str(own), hello]
+    assert (e.status, stdout(e)) == ("succeeded", f"the catalogue's cat: {hello}\n")
+    # Any of its trusted paths names the program, so it runs by the same one.
+    e = run(ex, proposal("shell", command=f"timeout 5 /usr/bin/cat {hello} | wc -l"))
+    assert e.argv == ["/usr/bin/sh", "-c", f"/usr/bin/timeout 5 {own} {hello} | /usr/bin/wc -l"]
+    assert (e.status, stdout(e)) == ("succeeded", "1\n")
+
+
+def test_use_catalogue_swaps_the_shells_catalogue(
+    executor: ToolExecutor, base: Path, tmp_path: Path
+) -> None:
+    shell = executor.registry.get("shell")
+    assert isinstance(shell, ShellTool)
+    assert shell.catalogue is bundled_catalogue()
+    hello = proposal("shell", command=f"cat {base}/data/hello.txt")
+    missing = not_installed(tmp_path)
+    executor.registry.use_catalogue(missing)
+    assert shell.catalogue is missing
+    e = run(executor, hello)
+    assert (e.status, e.outcome, e.argv) == ("failed", None, [])
+    assert "T012 command: 'cat' is not installed where the catalogue trusts it" in (e.error or "")
+    assert run(executor, proposal("greet", args={"who": "x"})).status == "succeeded"
+    executor.registry.use_catalogue(bundled_catalogue())
+    e = run(executor, hello)
+    assert (e.status, stdout(e)) == ("succeeded", "hello from the host\n")
+    assert e.argv[0] == "/usr/bin/cat"
 
 
 def test_shell_needs_a_command_and_no_args(executor: ToolExecutor) -> None:
     tool = executor.registry.get("shell")
-    with pytest.raises(ToolError, match="the shell tool needs a command"):
-        tool.plan(proposal("shell"), Path("/tmp"))
+    for empty in ({}, {"command": ""}, {"command": []}, {"command": 3}):
+        with pytest.raises(ToolError, match="the shell tool needs a command") as e:
+            tool.plan(proposal("shell", **empty), Path("/tmp"))
+        assert (e.value.code, e.value.field) == ("T010", "command")
     with pytest.raises(ToolError, match=r"args\.path: unknown argument") as e:
         tool.plan(proposal("shell", command="ls", args={"path": "x"}), Path("/tmp"))
     assert e.value.field == "args.path"
+
+
+# ---- tool specs ----
+
+
+def props(spec: ToolSpec) -> tuple[bool, bool, bool, bool, dict[str, str]]:
+    """takes_command, read_only, idempotent, reversible, path_args."""
+    s = spec
+    return (s.takes_command, s.read_only, s.idempotent, s.reversible, dict(s.path_args))
+
+
+def test_tool_specs_are_the_builtin_ones(config: AgentConfig) -> None:
+    registry = ToolRegistry.from_config(config)
+    specs = registry.specs()
+    assert sorted(specs) == registry.names()
+    for name, builtin in BUILTIN_TOOLS.items():
+        assert props(specs[name]) == props(builtin), name
+        assert dict(specs[name].args_schema) == dict(builtin.args_schema), name
+        tool = registry.get(name)
+        assert (tool.read_only, tool.idempotent, tool.reversible) == props(builtin)[1:4]
+    assert props(specs["shell"]) == (True, True, True, True, {})
+    assert props(specs["file_chunker"]) == (False, True, True, True, {"path": "read"})
+    assert props(specs["node_generator"]) == (False, False, True, False, {})
+    assert props(specs["llama-cli"]) == (False, True, False, True, {})
+    # A declared tool is none of these unless agent.yaml says so; its args are its template's.
+    assert props(specs["greet"]) == (False, False, False, False, {})
+    assert specs["greet"].args_problem({"who": "x"}) is None
+    assert specs["greet"].args_problem({}) == ("args", "'who' is a required property")
+    assert specs["greet"].args_problem({"who": "x", "whom": "y"}) == (
+        "args.whom",
+        "unknown argument; expected who",
+    )
+
+
+def test_agent_yaml_sets_reversible(make_config: Callable[..., AgentConfig]) -> None:
+    cfg = make_config(
+        tools={
+            "shell": {"read_paths": ["data"], "reversible": False},
+            "node_generator": {"idempotent": False},
+            "greet": {
+                "command": ["echo", "{who}"],
+                "read_only": True,
+                "idempotent": True,
+                "reversible": True,
+            },
+            "nap": {"command": ["sleep", "{seconds}"], "reversible": True},
+        }
+    )
+    registry = ToolRegistry.from_config(cfg)
+    specs = registry.specs()
+    assert props(specs["shell"]) == (True, True, True, False, {})  # stricter, never looser
+    assert not specs["shell"].safe_to_automate
+    assert props(specs["node_generator"]) == (False, False, False, False, {})
+    assert props(specs["greet"]) == (False, True, True, True, {})
+    assert specs["greet"].safe_to_automate
+    assert props(specs["nap"]) == (False, False, False, True, {})
+    assert registry.get("shell").reversible is False
+    assert (registry.idempotent("greet"), registry.idempotent("nap")) == (True, False)
+    assert (registry.idempotent("node_generator"), registry.idempotent("nope")) == (False, False)
 
 
 # ---- file_chunker ----
@@ -518,6 +866,30 @@ def test_unsandboxed_runs_only_read_only_tools(config: AgentConfig, base: Path) 
     assert e.status == "succeeded"
     assert e.outcome is not None
     assert e.outcome["method"] == "unsandboxed"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="source bug: the executor refuses to run unsandboxed only tools that are not "
+    "read-only, and the shell tool is read-only by its spec, whatever its command does",
+)
+def test_unsandboxed_runs_no_shell_command_that_writes(config: AgentConfig, base: Path) -> None:
+    runner = SandboxRunner(
+        SandboxSettings(
+            method="unsandboxed",
+            allow_unsandboxed=True,
+            protected_paths=config.sandbox.protected_paths,
+        )
+    )
+    ex = ToolExecutor(config, ToolRegistry.from_config(config), runner)
+    victim = base / "data" / "victim.txt"
+    victim.write_text("keep me\n")
+    # Writable by whoever an unsandboxed run is, so only the executor can keep it.
+    (base / "data").chmod(0o777)
+    victim.chmod(0o666)
+    e = run(ex, proposal("shell", command=f"rm -f {victim}"))
+    assert victim.exists()
+    assert (e.status, e.outcome) == ("failed", None)
 
 
 def test_links_to_the_state_dir_lead_nowhere(

@@ -393,7 +393,11 @@ class _Builder:
         if builtin is not None and command is not None and not builtin.configurable_command:
             raise self.error("C003", f"the built-in {name} has a fixed command", (*at, "command"))
         for flag in ("read_only", "idempotent", "reversible"):
-            if builtin is not None and data.get(flag) is True and not getattr(BUILTIN_TOOLS[name], flag):
+            if (
+                builtin is not None
+                and data.get(flag) is True
+                and not getattr(BUILTIN_TOOLS[name], flag)
+            ):
                 raise self.error(
                     "C004",
                     f"the built-in {name} is not {flag.replace('_', '-')}; it can only be made "

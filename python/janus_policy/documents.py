@@ -75,7 +75,7 @@ class _Composer(yaml.composer.Composer):
     depth = 0  # of the node being composed
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        event = self.peek_event()
+        event = self.peek_event()  # type: ignore[attr-defined]  # the parser's, mixed in
         mark = event.start_mark
         if isinstance(event, yaml.AliasEvent):
             return _Alias("", super().compose_node(parent, index), mark, mark)
@@ -89,11 +89,9 @@ class _Composer(yaml.composer.Composer):
 
 
 if yaml.__with_libyaml__:
-    from yaml.cyaml import CParser
+    from yaml.cyaml import CParser  # type: ignore[attr-defined]
 
-    class _Loader(  # type: ignore[misc]
-        _Composer, CParser, yaml.constructor.SafeConstructor, yaml.resolver.Resolver
-    ):
+    class _Loader(_Composer, CParser, yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
         """libyaml's parser (ten times faster, and not recursive), with the composer above:
         libyaml's own composer recurses in C, and a deep document crashes the process."""
 
@@ -186,13 +184,27 @@ def _mark(path: str, node: yaml.Node) -> Location:
     return Location(path, node.start_mark.line + 1, node.start_mark.column + 1)
 
 
+def _compose(text: str) -> list[yaml.Node]:
+    """Every document of `text`, composed (yaml.compose_all, with our loader)."""
+    loader = _Loader(text)
+    try:
+        nodes: list[yaml.Node] = []
+        while loader.check_node():
+            node = loader.get_node()
+            if node is not None:
+                nodes.append(node)
+        return nodes
+    finally:
+        loader.dispose()
+
+
 def parse(text: str, path: str) -> Document:
     """Parses one YAML (or JSON) document, keeping positions."""
     doc = Document(path=path, data=None)
     if len(text) > MAX_BYTES:
         raise InputError("E006", f"larger than {MAX_BYTES // (1024 * 1024)} MiB", Location(path))
     try:
-        nodes = list(yaml.compose_all(text, Loader=_Loader))
+        nodes = _compose(text)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         loc = Location(path, mark.line + 1, mark.column + 1) if mark else Location(path)

@@ -27,17 +27,17 @@ from janus_policy.errors import InputError, Location
 __all__ = [
     "BUNDLED_CATALOGUE",
     "Catalogue",
-    "bundled_catalogue",
     "CatalogueError",
     "Opaque",
     "OptionSpec",
     "Parsed",
     "ProgramSpec",
     "Slot",
+    "bundled_catalogue",
     "catalogue_for",
     "load_catalogue",
-    "policy_catalogue_files",
     "parse_args",
+    "policy_catalogue_files",
 ]
 
 BUNDLED_CATALOGUE = Path(__file__).resolve().parent.parent / "catalogue"
@@ -189,7 +189,9 @@ def _program(
     long: dict[str, OptionSpec] = {}
     for i, option in enumerate(options):
         for spelling in option.names:
-            table, key = (long, spelling[2:]) if spelling.startswith("--") else (short, spelling[1:])
+            table, key = (
+                (long, spelling[2:]) if spelling.startswith("--") else (short, spelling[1:])
+            )
             if data["syntax"] == "find":
                 table, key = long, spelling[1:]
             if key in table:
@@ -212,7 +214,9 @@ def _program(
                 )
             )
     subcommands = {
-        sub: _program(f"{name} {sub}", {**spec, "paths": []}, doc, (*at, "subcommands", sub), findings)
+        sub: _program(
+            f"{name} {sub}", {**spec, "paths": []}, doc, (*at, "subcommands", sub), findings
+        )
         for sub, spec in data.get("subcommands", {}).items()
     }
     operands = _slots(data.get("operands", ())) or ()
@@ -379,49 +383,9 @@ def parse_args(spec: ProgramSpec, argv: Sequence[str], *, more_operands: bool = 
             i += 1
             continue
         if w.startswith("--"):
-            name, eq, attached = w[2:].partition("=")
-            option = spec.long_option(name)
-            if option.value is None:
-                if eq:
-                    raise Opaque(f"{spec.name}: --{name} takes no value")
-                value = None
-            elif option.optional:
-                value = attached if eq else None
-            elif eq:
-                value = attached
-            elif i + 1 < n:
-                i += 1
-                value = argv[i]
-            else:
-                raise Opaque(f"{spec.name}: --{name} needs a value")
-            parsed.options.append((option, _value(spec, option, value)))
-            i += 1
-            continue
-        if spec.numeric_option and w[1:].isdigit():
-            i += 1
-            continue
-        j = 1
-        while j < len(w):
-            c = w[j]
-            option = spec.short.get(c)  # type: ignore[assignment]
-            if option is None:
-                raise Opaque(f"{spec.name}: -{c} is not an option the catalogue knows")
-            if option.value is None:
-                parsed.options.append((option, None))
-                j += 1
-                continue
-            rest = w[j + 1 :]
-            if option.optional:
-                value = rest or None
-            elif rest:
-                value = rest
-            elif i + 1 < n:
-                i += 1
-                value = argv[i]
-            else:
-                raise Opaque(f"{spec.name}: -{c} needs a value")
-            parsed.options.append((option, _value(spec, option, value)))
-            break
+            i = _long(spec, argv, i, parsed)
+        elif not (spec.numeric_option and w[1:].isdigit()):
+            i = _cluster(spec, argv, i, parsed)
         i += 1
     if spec.subcommands:
         return _parse_subcommand(spec, argv, parsed, words)
@@ -432,8 +396,55 @@ def parse_args(spec: ProgramSpec, argv: Sequence[str], *, more_operands: bool = 
     if spec.syntax == "any":
         parsed.operands = [(k, "maybe", w) for k, w in words]
         return parsed
-    _assign(spec, slots, words, argv, parsed, more_operands)
+    _assign(spec, slots, words, argv, parsed, more_operands=more_operands)
     return parsed
+
+
+def _long(spec: ProgramSpec, argv: Sequence[str], i: int, parsed: Parsed) -> int:
+    """Reads the long option at argv[i]; returns the index of the last word it took."""
+    name, eq, attached = argv[i][2:].partition("=")
+    option = spec.long_option(name)
+    if option.value is None:
+        if eq:
+            raise Opaque(f"{spec.name}: --{name} takes no value")
+        value = None
+    elif option.optional:
+        value = attached if eq else None
+    elif eq:
+        value = attached
+    elif i + 1 < len(argv):
+        i += 1
+        value = argv[i]
+    else:
+        raise Opaque(f"{spec.name}: --{name} needs a value")
+    parsed.options.append((option, _value(spec, option, value)))
+    return i
+
+
+def _cluster(spec: ProgramSpec, argv: Sequence[str], i: int, parsed: Parsed) -> int:
+    """Reads the short options clustered at argv[i] (`-la`, `-n5`, `-n 5`); returns the index of
+    the last word they took."""
+    w = argv[i]
+    for j in range(1, len(w)):
+        option = spec.short.get(w[j])
+        if option is None:
+            raise Opaque(f"{spec.name}: -{w[j]} is not an option the catalogue knows")
+        if option.value is None:
+            parsed.options.append((option, None))
+            continue
+        rest = w[j + 1 :]
+        if option.optional:
+            value = rest or None
+        elif rest:
+            value = rest
+        elif i + 1 < len(argv):
+            i += 1
+            value = argv[i]
+        else:
+            raise Opaque(f"{spec.name}: -{w[j]} needs a value")
+        parsed.options.append((option, _value(spec, option, value)))
+        break
+    return i
 
 
 def _assign(
@@ -442,6 +453,7 @@ def _assign(
     words: list[tuple[int, str]],
     argv: Sequence[str],
     parsed: Parsed,
+    *,
     more_operands: bool = False,
 ) -> None:
     """Operand words to slots, in order; a `command` slot takes the rest of the argv."""
@@ -494,7 +506,7 @@ def _parse_find(spec: ProgramSpec, argv: Sequence[str]) -> Parsed:
     """find [-H -L -P -D opts -Olevel] [starting point...] [expression]."""
     parsed = Parsed(spec)
     i, n = 1, len(argv)
-    while i < n and argv[i] in ("-H", "-L", "-P", "-D") or (i < n and argv[i].startswith("-O")):
+    while (i < n and argv[i] in ("-H", "-L", "-P", "-D")) or (i < n and argv[i].startswith("-O")):
         if argv[i] == "-D":
             i += 1  # its debug options
         elif argv[i].startswith("-O") and not argv[i][2:].isdigit():

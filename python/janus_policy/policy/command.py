@@ -28,7 +28,6 @@ from janus_policy.policy.catalogue import (
     Catalogue,
     Opaque,
     Parsed,
-    ProgramSpec,
     Slot,
     parse_args,
 )
@@ -220,25 +219,22 @@ class _Judge:
             return
         if spec.syntax == "shell":
             index = start + _script_index(argv)
-            call = _call(argv, name, program, spec, None, (), (), frozenset(), ctx)
-            self.calls.append(replace(call, wraps=True))
+            self.calls.append(replace(_call(argv, program), wraps=True))
             inner = parse_script(node.words[index])
             node.scripts[index] = self.script(inner, _Context(ctx.depth + 1, ctx.cwd))
             return
         parsed = parse_args(spec, argv, more_operands=ctx.more_operands)
-        call, inner_ctx = _effects(argv, name, program, parsed, ctx)
+        call, inner_ctx = _effects(argv, program, parsed, ctx)
         self.calls.append(replace(call, wraps=bool(parsed.commands)))
-        for first, last, placeholder in parsed.commands:
-            first += start
-            last += start
+        for begin, stop, placeholder in parsed.commands:
+            first, last = start + begin, start + stop
             wrapped = inner_ctx
             if placeholder is not None:
                 wrapped = replace(inner_ctx, placeholders=(*inner_ctx.placeholders, placeholder))
-            if spec.assignments:
-                while first < last and "=" in node.words[first]:
-                    key, _, value = node.words[first].partition("=")
-                    _check_assignment(key, value)
-                    first += 1
+            while spec.assignments and first < last and "=" in node.words[first]:
+                key, _, value = node.words[first].partition("=")
+                _check_assignment(key, value)
+                first += 1
             if first < last:
                 self.words(node, first, last, wrapped)
 
@@ -310,31 +306,30 @@ def _path(word: str, ctx: _Context, recursive: bool = False) -> PathRef:
 
 def _call(
     argv: tuple[str, ...],
-    name: str,
     program: str | None,
-    spec: ProgramSpec,
-    subcommand: str | None,
-    reads: Sequence[PathRef],
-    writes: Sequence[PathRef],
-    effects: frozenset[str],
-    ctx: _Context,
+    *,
+    subcommand: str | None = None,
+    reads: Sequence[PathRef] = (),
+    writes: Sequence[PathRef] = (),
+    effects: frozenset[str] = frozenset(),
     options: frozenset[str] = frozenset(),
     guessed: bool = False,
 ) -> Call:
+    """A parsed program's Call. One named by an untrusted path is another binary under a known
+    name: its spec shows its options and paths (deny rules see them), but nothing is sure."""
     trusted = program is not None
     if not trusted:
-        # Another binary under a known name: its spec shows the options, nothing is sure.
         reads, writes = [*reads, UNKNOWN], [*writes, UNKNOWN]
         effects = frozenset(EFFECTS)
     effects |= {e for e, paths in (("reads", reads), ("writes", writes)) if paths}
     return Call(
-        argv, name, program, trusted, guessed or not trusted, options, subcommand,
+        argv, posixpath.basename(argv[0]), program, trusted, guessed, options, subcommand,
         tuple(reads), tuple(writes), effects,
     )  # fmt: skip
 
 
 def _effects(
-    argv: tuple[str, ...], name: str, program: str | None, parsed: Parsed, ctx: _Context
+    argv: tuple[str, ...], program: str | None, parsed: Parsed, ctx: _Context
 ) -> tuple[Call, _Context]:
     """The Call for a parsed argv, and the context of the commands it wraps."""
     spec = parsed.spec
@@ -358,7 +353,7 @@ def _effects(
             continue
         if option.value == "placeholder":
             placeholders.append(value)
-        _value(option.value, value, ctx, reads, writes, effects, recursive=False)
+        _value(option.value, value, ctx, reads=reads, writes=writes, effects=effects)
         if option.value == "cwd":
             cwd = _path(value, ctx)
     if "writes" in unplaced and spec.syntax != "any":
@@ -379,7 +374,7 @@ def _effects(
             continue
         if kind == "read" and word == "-":
             continue  # the input
-        _value(kind, word, ctx, reads, writes, effects, recursive=recursive)
+        _value(kind, word, ctx, reads=reads, writes=writes, effects=effects, recursive=recursive)
         if kind == "read" and write_operands:
             writes.append(_path(word, ctx, recursive))
     if spec.syntax == "any":
@@ -389,9 +384,15 @@ def _effects(
     if ctx.more_operands:
         _more_operands(spec.operands, reads, writes)
     call = _call(
-        argv, name, program, spec, parsed.subcommand, reads, writes, frozenset(effects), ctx,
-        frozenset(names), spec.syntax == "any",
-    )  # fmt: skip
+        argv,
+        program,
+        subcommand=parsed.subcommand,
+        reads=reads,
+        writes=writes,
+        effects=frozenset(effects),
+        options=frozenset(names),
+        guessed=spec.syntax == "any",
+    )
     return call, inner
 
 
@@ -399,11 +400,11 @@ def _value(
     kind: str | None,
     word: str,
     ctx: _Context,
+    *,
     reads: list[PathRef],
     writes: list[PathRef],
     effects: set[str],
-    *,
-    recursive: bool,
+    recursive: bool = False,
 ) -> None:
     if kind == "read":
         reads.append(_path(word, ctx, recursive))

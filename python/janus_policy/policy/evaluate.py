@@ -109,7 +109,9 @@ class PolicyEngine:
         except BackendError as e:
             rule = self.compiled.by_id.get(e.rule_id or "")
             where = rule.location if rule else None
-            raise PolicyError([InputError("P108", str(e), where, f"rules.{e.rule_id}" if rule else "")]) from None
+            raise PolicyError(
+                [InputError("P108", str(e), where, f"rules.{e.rule_id}" if rule else "")]
+            ) from None
 
     def close(self) -> None:
         self._backend.close()
@@ -142,9 +144,9 @@ class PolicyEngine:
                 f"invalid proposal: {problem.field}: {problem.message}", start, error=True
             )
         tool = self.settings.tools.get(proposal["tool"])
-        problem = _tool_problem(tool, proposal)
-        if problem is not None:
-            return self._deny(f"invalid proposal: {problem}", start, error=True)
+        invalid = _tool_problem(tool, proposal)
+        if invalid is not None:
+            return self._deny(f"invalid proposal: {invalid}", start, error=True)
         facts: list[dict[str, Any]]
         if "command" in proposal:
             cmd = parse_command(proposal["command"], self.policy.catalogue)
@@ -168,7 +170,9 @@ class PolicyEngine:
             rules.extend(r for r in hits if r not in rules)
             if time.perf_counter() > deadline:
                 return self._deny(
-                    f"evaluation over its time budget of {self.settings.budget_s:g} s", start, error=True
+                    f"evaluation over its time budget of {self.settings.budget_s:g} s",
+                    start,
+                    error=True,
                 )
         # Budget-only rules take no part in the decision; they show under `budgets`.
         budgeted = [r for r in rules if r.budget]
@@ -224,7 +228,7 @@ class PolicyEngine:
             escalation=escalation,
             policy_digest=self.policy.digest,
             eval_us=(time.perf_counter() - start) * 1e6,
-            budgets=tuple({"rule": r.id, "per": "global", **r.budget} for r in budgeted)
+            budgets=tuple({"rule": r.id, "per": "global", **(r.budget or {})} for r in budgeted)
             if decision == "approve"
             else (),
         )
@@ -278,7 +282,9 @@ def _args_call(tool: ToolSpec, proposal: Mapping[str, Any]) -> Call:
     """What a tool that takes args does, as a policy's `command` tests see it: the paths in its
     args, read or written."""
     args = proposal.get("args", {})
-    reads = tuple(resolve(args[a]) for a, kind in tool.path_args.items() if kind == "read" and a in args)
+    reads = tuple(
+        resolve(args[a]) for a, kind in tool.path_args.items() if kind == "read" and a in args
+    )
     writes = tuple(
         resolve(args[a]) for a, kind in tool.path_args.items() if kind == "write" and a in args
     )
@@ -304,6 +310,8 @@ def _not_automatable(tool: ToolSpec | None, calls: list[Call | None]) -> str:
     if tool.takes_command:
         for call in calls:
             if call is not None and not call.read_only:
-                what = sorted(call.effects & {"writes", "executes", "network"}) or ["unknown effects"]
+                what = sorted(call.effects & {"writes", "executes", "network"}) or [
+                    "unknown effects"
+                ]
                 return f"{' '.join(call.argv)[:80]!r} {'/'.join(what)}"
     return ""

@@ -73,7 +73,9 @@ CODES: tuple[Code, ...] = (
     ),
     Code("P108", "TooComplex", "error", "A rule's condition is too complex for the rules engine."),
     Code("P110", "FailingInlineTest", "error", "An inline test does not get its expected result."),
-    Code("K001", "FailingCatalogueExample", "error", "A catalogue example does not parse as it says."),
+    Code(
+        "K001", "FailingCatalogueExample", "error", "A catalogue example does not parse as it says."
+    ),
     Code("K002", "DuplicateOption", "error", "A catalogue spec lists an option spelling twice."),
     Code("K003", "EnumWithoutValues", "error", "A catalogue option takes an enum but lists none."),
     Code("K004", "CommandNotLast", "error", "A catalogue spec's command operand is not its last."),
@@ -228,8 +230,9 @@ def _rule_warnings(
                 found.append(
                     _finding(
                         "W204",
-                        f"rule {rule.id!r} approves programs by basename ({', '.join(command['names'])}): "
-                        "any path with that name matches; use `programs`",
+                        f"rule {rule.id!r} approves programs by basename "
+                        f"({', '.join(command['names'])}): any path with that name matches; "
+                        "use `programs`",
                         rule.location,
                     )
                 )
@@ -266,7 +269,11 @@ def _rule_warnings(
                 why = "is not read-only, idempotent and reversible: mode beta escalates it"
             else:
                 continue
-            found.append(_finding("W208", f"rule {rule.id!r} approves tool {name!r}, which {why}", rule.location))
+            found.append(
+                _finding(
+                    "W208", f"rule {rule.id!r} approves tool {name!r}, which {why}", rule.location
+                )
+            )
     for name in rule.overrides:
         found.append(
             _finding(

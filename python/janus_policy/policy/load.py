@@ -263,7 +263,12 @@ def _exceptions(rulesets: list[RuleSet]) -> list[InputError]:
             at = rs.document.location(("rules", i, "overrides"))
             if rule.decision != "approve":
                 found.append(
-                    InputError("P107", f"rule {rule.id!r}: only an approving rule may override", at, "overrides")
+                    InputError(
+                        "P107",
+                        f"rule {rule.id!r}: only an approving rule may override",
+                        at,
+                        "overrides",
+                    )
                 )
             for name in rule.overrides:
                 target = rules.get(name)

@@ -116,7 +116,9 @@ def re2_compile(pattern: str) -> re2._Regexp:
     try:
         return re2.compile(pattern, re2_options())
     except re2.error as e:
-        raise ValueError(str(e.args[0].decode() if e.args and isinstance(e.args[0], bytes) else e)) from None
+        raise ValueError(
+            str(e.args[0].decode() if e.args and isinstance(e.args[0], bytes) else e)
+        ) from None
 
 
 def glob_regex(pattern: str) -> str:

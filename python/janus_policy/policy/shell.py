@@ -78,7 +78,7 @@ class _Word:
     name: str | None
 
 
-def _lex(script: str) -> Iterator[_Word | str]:  # noqa: PLR0912, PLR0915 (one state machine)
+def _lex(script: str) -> Iterator[_Word | str]:  # noqa: PLR0915 (one state machine)
     """Words and operators; raises Opaque at anything outside the model."""
     i, n = 0, len(script)
     text: list[str] = []

@@ -46,7 +46,9 @@ class ToolSpec:
             return None
         at = ".".join(str(p) for p in ("args", *error.absolute_path))
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-            known = set(error.schema.get("properties", {})) if isinstance(error.schema, dict) else set()
+            known = (
+                set(error.schema.get("properties", {})) if isinstance(error.schema, dict) else set()
+            )
             key = next((k for k in error.instance if k not in known), "")
             return f"{at}.{key}", f"unknown argument; expected {', '.join(sorted(known)) or 'none'}"
         return at, error.message
@@ -63,7 +65,12 @@ FILE_CHUNKER_ARGS = MappingProxyType(
         "additionalProperties": False,
         "required": ["path", "segment"],
         "properties": {
-            "path": {"type": "string", "minLength": 1, "maxLength": 4096, "pattern": "^[^\\u0000]*$"},
+            "path": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 4096,
+                "pattern": "^[^\\u0000]*$",
+            },
             "segment": {"type": "integer", "minimum": 0, "maximum": 100_000_000},
         },
     }
@@ -96,7 +103,9 @@ LLAMA_CLI_ARGS = MappingProxyType(
 #: its output dir (idempotent, not reversible). llama-cli samples (not idempotent).
 BUILTIN_TOOLS: Mapping[str, ToolSpec] = MappingProxyType(
     {
-        "shell": ToolSpec("shell", takes_command=True, read_only=True, idempotent=True, reversible=True),
+        "shell": ToolSpec(
+            "shell", takes_command=True, read_only=True, idempotent=True, reversible=True
+        ),
         "file_chunker": ToolSpec(
             "file_chunker",
             args_schema=FILE_CHUNKER_ARGS,
@@ -105,7 +114,11 @@ BUILTIN_TOOLS: Mapping[str, ToolSpec] = MappingProxyType(
             idempotent=True,
             reversible=True,
         ),
-        "node_generator": ToolSpec("node_generator", args_schema=NODE_GENERATOR_ARGS, idempotent=True),
-        "llama-cli": ToolSpec("llama-cli", args_schema=LLAMA_CLI_ARGS, read_only=True, reversible=True),
+        "node_generator": ToolSpec(
+            "node_generator", args_schema=NODE_GENERATOR_ARGS, idempotent=True
+        ),
+        "llama-cli": ToolSpec(
+            "llama-cli", args_schema=LLAMA_CLI_ARGS, read_only=True, reversible=True
+        ),
     }
 )
