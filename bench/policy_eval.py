@@ -1,7 +1,10 @@
 """Policy evaluation, per decision, in one run.
 
   default    `PolicyEngine.evaluate` on the bundled policies (policies/), on a mix
-             of proposals (approved, escalated, denied, opaque)
+             of proposals (approved, escalated, denied, opaque); the engine keeps
+             the commands it judged, so these repeats are not judged again
+  fresh      the same mix with a command never seen before each time (its
+             paths numbered): every command is read, parsed and resolved
   synth-500  `evaluate` on a synthetic policy of 500 rules (`tool` equals tN),
              proposals hitting rule 0..499 round-robin
   floor-500  the raw durable_rules floor for the same 500 conditions: a
@@ -233,12 +236,22 @@ def main() -> int:
     def on_default(i: int) -> None:
         default.evaluate(DEFAULT_MIX[i % len(DEFAULT_MIX)])
 
+    def on_fresh(i: int) -> None:
+        p = DEFAULT_MIX[i % len(DEFAULT_MIX)]
+        if "command" in p:
+            p = {
+                **p,
+                "command": p["command"].replace(" src", f" src{i}").replace("a.csv", f"{i}.csv"),
+            }
+        default.evaluate(p)
+
     def on_synth(i: int) -> None:
         synth.evaluate({**base, "tool": f"t{i % N_RULES}"})
 
     big_seconds, on_big = big()
     variants: dict[str, Callable[[int], None]] = {
         "default": on_default,
+        "fresh": on_fresh,
         "synth-500": on_synth,
         "floor-500": floor(),
         "big-10000": on_big,

@@ -246,7 +246,7 @@ def test_recovery_after_a_crash(lc: Lifecycle, engine: PolicyEngine) -> None:
     b = lc.decide(lc.submit(chunk, source="t").id, engine)
     for r in (a, b):
         assert lc.start(r.id) is not None
-    after = {r.id: r.state for r in lc.recover(lambda tool: tool == "file_chunker")}
+    after = {r.id: r.state for r in lc.recover(lambda p: p["tool"] == "file_chunker")}
     assert after == {a.id: "interrupted", b.id: "approved"}
     assert lc.requeue(a.id, actor="alice", reason="checked").state == "approved"
 

@@ -312,7 +312,7 @@ def validator(name: str) -> jsonschema.Draft202012Validator:
 #: tests/test_policy_fast_paths.py compares the two). It is stricter at one edge (its `$` does
 #: not match before a final newline) and takes a tuple for an array: so only its yes on plain
 #: JSON data is final, and `validator` judges everything else.
-_COMPILED = frozenset({"proposal", "catalogue"})
+_COMPILED = frozenset({"proposal", "policy", "catalogue"})
 _PLAIN_JSON = frozenset({dict, list, str, int, float, bool, type(None)})
 
 
@@ -330,7 +330,7 @@ def _compiled(name: str) -> Callable[[Any], Any]:
     )
 
 
-def _plain_json(data: Any) -> bool:
+def plain_json(data: Any) -> bool:
     """Only what json.loads gives: its types, string keys, no object met twice (so no cycle)."""
     pending, seen = [data], set()
     while pending:
@@ -354,7 +354,7 @@ def _plain_json(data: Any) -> bool:
 def is_valid(name: str, data: Any) -> bool:
     """Whether `data` is valid under one of the package's schemas: exactly what
     `validator(name).is_valid` says, sooner for the schemas in _COMPILED."""
-    if name in _COMPILED and _plain_json(data):
+    if name in _COMPILED and plain_json(data):
         try:
             _compiled(name)(data)
         except fastjsonschema.JsonSchemaException:

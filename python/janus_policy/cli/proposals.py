@@ -394,7 +394,7 @@ def run_requeue(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_FINDINGS
-    idempotent = ToolRegistry.from_config(config).idempotent(record.tool)
+    idempotent = ToolRegistry.from_config(config).idempotent(record.proposal)
     if not idempotent and not args.force:
         raise InputError(
             "E303",

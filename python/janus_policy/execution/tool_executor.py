@@ -114,13 +114,13 @@ class ToolExecutor:
                 workdir = fresh
             invocation = tool.plan(proposal, workdir)
             argv = invocation.argv
-            if self.runner.method == "unsandboxed" and not tool.read_only:
+            if self.runner.method == "unsandboxed" and not tool.reads_only(proposal):
                 return Execution(
                     "failed",
                     None,
                     limits,
                     argv,
-                    f"{tool.name} is not read-only; it never runs unsandboxed",
+                    f"{tool.name}: this proposal is not read-only; it never runs unsandboxed",
                 )
             profile = self.runner.profile(
                 workdir,

@@ -125,6 +125,15 @@ class Tool(ABC):
     def plan(self, proposal: Mapping[str, Any], workdir: Path) -> Invocation:
         """The invocation for `proposal` in `workdir`; raises ToolError."""
 
+    def reads_only(self, proposal: Mapping[str, Any]) -> bool:
+        """Whether this proposal changes nothing: the tool's own property (the shell tool's
+        depends on the command)."""
+        return self.read_only
+
+    def repeatable(self, proposal: Mapping[str, Any]) -> bool:
+        """Whether running this proposal again is harmless (an interrupted run may be retried)."""
+        return self.idempotent
+
     def spec(self) -> ToolSpec:
         """What the policy must know of this tool to judge its proposals."""
         builtin = BUILTIN_TOOLS.get(self.name)
@@ -209,6 +218,19 @@ class ShellTool(Tool):
         if not isinstance(command, (str, list)) or not command:
             raise ToolError("T010", "command: the shell tool needs a command", "command")
         return Invocation(argv=self.argv(command), read_only_paths=list(self.read_paths))
+
+    def reads_only(self, proposal: Mapping[str, Any]) -> bool:
+        """A command reads only when every program in it does, by the catalogue, and it writes
+        into no kept working dir."""
+        command = proposal.get("command")
+        if not self.read_only or self.working_dir is not None or not command:
+            return False
+        parsed = parse_command(command, self.catalogue)
+        return parsed.opaque is None and all(call.read_only for call in parsed.calls)
+
+    def repeatable(self, proposal: Mapping[str, Any]) -> bool:
+        """Only a command that reads only is repeatable: any other may have done part of its work."""
+        return self.idempotent and self.reads_only(proposal)
 
     def argv(self, command: str | Sequence[str]) -> list[str]:
         """The argv that runs `command` as judged, or ToolError."""
@@ -423,10 +445,10 @@ class ToolRegistry:
             raise ToolError("T001", f"tool: unknown tool {name!r}{hint}", "tool")
         return tool
 
-    def idempotent(self, name: str) -> bool:
-        """Whether running the tool again is harmless; an unknown tool is not."""
-        tool = self._tools.get(name)
-        return tool is not None and tool.idempotent
+    def idempotent(self, proposal: Mapping[str, Any]) -> bool:
+        """Whether running this proposal again is harmless; an unknown tool's is not."""
+        tool = self._tools.get(str(proposal.get("tool")))
+        return tool is not None and tool.repeatable(proposal)
 
     def names(self) -> list[str]:
         return sorted(self._tools)

@@ -136,8 +136,9 @@ class Command:
         if self.opaque is not None or not self._nodes:
             raise RenderError(f"the command cannot be judged: {self.opaque}")
         nodes = self._nodes
-        if len(nodes) == 1 and not nodes[0][0].assignments and not nodes[0][0].builtins:
-            return _words(nodes[0][0], catalogue, exists)
+        node, op = nodes[0]
+        if len(nodes) == 1 and not op and not node.assignments and not node.builtins:
+            return _words(node, catalogue, exists)
         return [_trusted("sh", catalogue, exists), "-c", _script(nodes, catalogue, exists)]
 
 
@@ -219,13 +220,13 @@ class _Judge:
             return
         if spec.syntax == "shell":
             index = start + _script_index(argv)
-            self.calls.append(replace(_call(argv, program), wraps=True))
+            self.calls.append(_call(argv, program, wraps=True))
             inner = parse_script(node.words[index])
             node.scripts[index] = self.script(inner, _Context(ctx.depth + 1, ctx.cwd))
             return
         parsed = parse_args(spec, argv, more_operands=ctx.more_operands)
         call, inner_ctx = _effects(argv, program, parsed, ctx)
-        self.calls.append(replace(call, wraps=bool(parsed.commands)))
+        self.calls.append(call)
         for begin, stop, placeholder in parsed.commands:
             first, last = start + begin, start + stop
             wrapped = inner_ctx
@@ -314,6 +315,7 @@ def _call(
     effects: frozenset[str] = frozenset(),
     options: frozenset[str] = frozenset(),
     guessed: bool = False,
+    wraps: bool = False,
 ) -> Call:
     """A parsed program's Call. One named by an untrusted path is another binary under a known
     name: its spec shows its options and paths (deny rules see them), but nothing is sure."""
@@ -324,7 +326,7 @@ def _call(
     effects |= {e for e, paths in (("reads", reads), ("writes", writes)) if paths}
     return Call(
         argv, posixpath.basename(argv[0]), program, trusted, guessed, options, subcommand,
-        tuple(reads), tuple(writes), effects,
+        tuple(reads), tuple(writes), effects, wraps,
     )  # fmt: skip
 
 
@@ -392,6 +394,7 @@ def _effects(
         effects=frozenset(effects),
         options=frozenset(names),
         guessed=spec.syntax == "any",
+        wraps=bool(parsed.commands),
     )
     return call, inner
 

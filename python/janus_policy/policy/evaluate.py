@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from janus_policy import documents
@@ -32,6 +33,8 @@ from janus_policy.policy.paths import resolve
 from janus_policy.policy.tool_specs import BUILTIN_TOOLS, ToolSpec
 
 NUMERIC_LIMITS = ("cpu_percent", "memory_mb", "disk_mb", "timeout_s")
+#: Judged commands an engine keeps.
+JUDGED_COMMANDS = 4096
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,11 @@ class PolicyEngine:
         self.policy = policy
         self.settings = settings or Settings()
         self.compiled: CompiledPolicy = compile_policy(policy)
+        # A judged command is a pure function of the command and the policy's catalogue, and
+        # agents repeat themselves (so do recorded proposals under simulate).
+        self._judge = lru_cache(maxsize=JUDGED_COMMANDS)(
+            lambda command: parse_command(command, policy.catalogue)
+        )
         try:
             self._backend = DurableBackend(self.compiled.rules)
         except BackendError as e:
@@ -149,7 +157,8 @@ class PolicyEngine:
             return self._deny(f"invalid proposal: {invalid}", start, error=True)
         facts: list[dict[str, Any]]
         if "command" in proposal:
-            cmd = parse_command(proposal["command"], self.policy.catalogue)
+            command = proposal["command"]
+            cmd = self._judge(command if isinstance(command, str) else tuple(command))
             if cmd.opaque is not None:
                 return self._deny(f"command cannot be judged: {cmd.opaque}", start)
             facts = [{**proposal, "call": call} for call in cmd.calls]

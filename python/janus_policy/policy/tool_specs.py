@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+import fastjsonschema
 import jsonschema
+
+from janus_policy import documents
 
 __all__ = ["BUILTIN_TOOLS", "NO_ARGS", "ToolSpec"]
 
@@ -37,10 +40,21 @@ class ToolSpec:
     def __post_init__(self) -> None:
         validator = jsonschema.Draft202012Validator(dict(self.args_schema))
         object.__setattr__(self, "_validator", validator)
+        # Compiled too, for the yes that every decision needs (as documents.is_valid does).
+        object.__setattr__(self, "_compiled", fastjsonschema.compile(_plain(self.args_schema)))
 
     def args_problem(self, args: Any) -> tuple[str, str] | None:
         """(field, message) of the first problem with `args`, or None."""
         validator: jsonschema.Draft202012Validator = self._validator  # type: ignore[attr-defined]
+        if documents.plain_json(args):
+            try:
+                self._compiled(args)  # type: ignore[attr-defined]
+            except fastjsonschema.JsonSchemaException:
+                pass
+            else:
+                return None
+        if validator.is_valid(args):
+            return None
         error = jsonschema.exceptions.best_match(validator.iter_errors(args))
         if error is None:
             return None
@@ -57,6 +71,11 @@ class ToolSpec:
     def safe_to_automate(self) -> bool:
         """The seed's rule for auto-execution: idempotent, read-only and reversible."""
         return self.read_only and self.idempotent and self.reversible
+
+
+def _plain(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """A schema as plain dicts (fastjsonschema walks dicts, not mapping proxies)."""
+    return {k: _plain(v) if isinstance(v, Mapping) else v for k, v in schema.items()}
 
 
 FILE_CHUNKER_ARGS = MappingProxyType(

@@ -305,9 +305,9 @@ class Lifecycle:
         self._audit(tx.transitions)
         return victims
 
-    def recover(self, idempotent: Callable[[str], bool]) -> list[Record]:
+    def recover(self, idempotent: Callable[[Mapping[str, Any]], bool]) -> list[Record]:
         """At start-up: what was running when the daemon died is interrupted;
-        those whose tool is idempotent are queued to run again."""
+        those `idempotent` says may run again (by the proposal) are queued again."""
         found = self.store.proposals(states=("running",), newest_first=False)
         if not found:
             return []
@@ -321,13 +321,13 @@ class Lifecycle:
                     "the daemon stopped during this execution",
                     sandbox_pid=None,
                 )
-                if idempotent(r.tool):
+                if idempotent(r.proposal):
                     tx.move(
                         r.id,
                         "interrupted",
                         "approved",
                         "daemon",
-                        f"requeued: tool {r.tool} is idempotent",
+                        f"requeued: {r.tool} is idempotent for this proposal",
                     )
         self._audit(tx.transitions)
         return [self.store.get(r.id) for r in found]

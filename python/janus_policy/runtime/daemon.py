@@ -242,7 +242,7 @@ class Daemon:
             self._halted.set()
         # While stopped, interrupted ones wait for a human even if idempotent.
         idempotent = self.registry.idempotent
-        recovered = self.lifecycle.recover(lambda tool: not stopped and idempotent(tool))
+        recovered = self.lifecycle.recover(lambda p: not stopped and idempotent(p))
         caught_up = self.lifecycle.catch_up_audit()
         self.log(
             "started",
