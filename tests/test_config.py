@@ -23,8 +23,8 @@ from janus_policy.config import (
     load_config,
 )
 from janus_policy.errors import InputError
-from janus_policy.policy.evaluate import Settings
-from janus_policy.policy.load import BUNDLED_POLICIES
+from janus_policy.policy.evaluate import PolicyEngine, Settings
+from janus_policy.policy.load import BUNDLED_POLICIES, load_policy
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
@@ -131,6 +131,63 @@ audit: {fsync: false, rotate_mb: 8}
     assert (cfg.audit.fsync, cfg.audit.rotate_mb) == (False, 8)
 
 
+def test_the_policy_is_told_what_each_tool_is(write: Any, tmp_path: Path) -> None:
+    """policy_settings carries every configured tool's spec: a declared tool may run unattended
+    (mode beta) only when agent.yaml says it is read-only, idempotent and reversible, and a
+    built-in made stricter is no longer automatable."""
+    path = write(
+        """
+tools:
+  shell: {idempotent: false}
+  fetch: {command: [./bin/fetch, "--url={url}"]}
+  lister: {command: [ls, "{dir}"], read_only: true, idempotent: true, reversible: true}
+  almost: {command: [ls, "{dir}"], read_only: true, idempotent: true}
+"""
+    )
+    settings = load_config(path).policy_settings()
+    assert settings.mode == "beta"
+    specs = settings.tools
+    builtins = ["shell", "file_chunker", "node_generator", "llama-cli"]
+    assert list(specs) == [*builtins, "fetch", "lister", "almost"]
+    assert {n for n, s in specs.items() if s.safe_to_automate} == {"file_chunker", "lister"}
+    assert specs["shell"].takes_command
+    assert not specs["fetch"].takes_command
+    assert specs["lister"].args_problem({"dir": "src"}) is None
+    assert specs["lister"].args_problem({}) is not None  # its placeholders are its args
+    # What the engine does with them: an approving rule approves only what may run unattended.
+    policy = tmp_path / "policy"
+    policy.mkdir()
+    (policy / "p.yaml").write_text(
+        "ruleset: x\nrules:\n  - {id: all, when: {field: tool, exists: true}, decision: approve}\n"
+    )
+    engine = PolicyEngine(load_policy(policy), settings)
+    try:
+        base = {"action_type": "analysis", "risk": "low"}
+        decisions = {
+            tool: engine.evaluate({**base, "tool": tool, **extra}).decision
+            for tool, extra in {
+                "shell": {"command": "ls"},
+                "file_chunker": {"args": {"path": "a.md", "segment": 0}},
+                "fetch": {"args": {"url": "https://example.com"}},
+                "lister": {"args": {"dir": "src"}},
+                "almost": {"args": {"dir": "src"}},
+            }.items()
+        }
+        assert decisions == {
+            "shell": "escalate",  # made not idempotent
+            "file_chunker": "approve",
+            "fetch": "escalate",
+            "lister": "approve",
+            "almost": "escalate",  # not said to be reversible
+        }
+        # A declared tool's args are checked against its template's placeholders.
+        bad = engine.evaluate({**base, "tool": "lister", "args": {"path": "src"}})
+        assert bad.decision == "deny"
+        assert (bad.error or "").startswith("invalid proposal: args")
+    finally:
+        engine.close()
+
+
 def test_state_dir_precedence(write: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write("harness: {state_dir: from-file}\n")
     assert load_config(path).harness.state_dir == tmp_path / "from-file"
@@ -199,6 +256,15 @@ BAD = [
     (
         "tools:\n  node_generator:\n    read_only: true\n",
         "C004", 3, 5, "tools.node_generator.read_only", "can only be made stricter",
+    ),
+    (
+        "tools:\n  node_generator:\n    reversible: true\n",
+        "C004", 3, 5, "tools.node_generator.reversible",
+        "the built-in node_generator is not reversible; it can only be made stricter",
+    ),
+    (
+        "tools:\n  llama-cli:\n    idempotent: true\n",
+        "C004", 3, 5, "tools.llama-cli.idempotent", "the built-in llama-cli is not idempotent",
     ),
     (
         "tools:\n  t:\n    command: ['{prog}', x]\n",

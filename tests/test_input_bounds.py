@@ -306,3 +306,10 @@ def test_a_damaged_store_row_is_a_store_error(
     code, _, err = run(capsys, "proposals", "list")
     assert code == 2
     assert "proposal is not readable JSON" in err
+
+
+def test_a_document_of_too_many_nodes_is_e008() -> None:
+    e = error("[" + ",".join(["1"] * (documents.MAX_NODES + 1)) + "]")
+    assert e.code == "E008"
+    assert e.location is not None
+    assert e.location.line == 1

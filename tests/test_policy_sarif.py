@@ -19,7 +19,7 @@ import jsonschema
 import pytest
 from janus_policy import documents
 from janus_policy.cli import main
-from janus_policy.policy import lint, load
+from janus_policy.policy import catalogue, evaluate, lint, load
 from janus_policy.policy.lint import CODES
 
 BROKEN = {
@@ -169,14 +169,68 @@ def _codes_in(module: ModuleType) -> set[str]:
         if id(node) not in table
         and isinstance(node, ast.Constant)
         and isinstance(node.value, str)
-        and re.fullmatch(r"[EPW]\d{3}", node.value)
+        and re.fullmatch(r"[EPWK]\d{3}", node.value)
     }
 
 
 def test_the_table_lists_exactly_the_codes_lint_can_emit() -> None:
-    emitted = _codes_in(documents) | _codes_in(load) | _codes_in(lint)
+    # Reading and schema (documents), loading (load), the catalogue's own checks (K002-K004),
+    # building the engine (P108: too complex), and lint itself.
+    modules = (documents, load, catalogue, evaluate, lint)
+    emitted = set().union(*map(_codes_in, modules))
     assert emitted == {c.code for c in CODES}
     assert len(CODES) == len({c.code for c in CODES})
+
+
+def too_complex(root: Path) -> Path:
+    """A policy whose second rule is an `all` of 11 two-way `any`s: 2**11 conjunctions once
+    expanded, past what the rules engine is given (1024)."""
+    alternatives = "\n".join(
+        f"        - any: [{{field: rationale, matches: 'a{i}.*'}}, "
+        f"{{field: mission, equals: m{i}}}]"
+        for i in range(11)
+    )
+    text = (
+        "ruleset: big\n"
+        "rules:\n"
+        "  - {id: fine, when: {field: tool, equals: shell}, decision: escalate}\n"
+        "  - id: too-complex\n"
+        "    decision: deny\n"
+        "    when:\n"
+        "      all:\n" + alternatives + "\n"
+    )
+    d = root / "big"
+    d.mkdir()
+    (d / "p.yaml").write_text(text)
+    return d
+
+
+def test_a_rule_too_complex_for_the_engine_is_a_located_finding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    too_complex(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    message = "rule 'too-complex': condition too complex for the engine"
+    # text
+    assert main(["check", "big"]) == 1
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert out.splitlines()[0].startswith(f"big/p.yaml:4:5: P108 {message}")
+    assert "Found 1 error(s) and 0 warning(s)." in out
+    # json
+    assert main(["check", "--format", "json", "big"]) == 1
+    out, err = capsys.readouterr()
+    assert err == ""
+    (finding,) = json.loads(out)["findings"]
+    assert (finding["code"], finding["severity"]) == ("P108", "error")
+    assert (finding["path"], finding["line"], finding["column"]) == ("big/p.yaml", 4, 5)
+    assert finding["message"].startswith(message)
+    # sarif
+    code, log = check_sarif(capsys, "big")
+    assert code == 1
+    assert results(log) == [("P108", "error", "big/p.yaml", 4, 5)]
+    assert log["runs"][0]["results"][0]["message"]["text"].startswith(message)
+    assert capsys.readouterr().err == ""
 
 
 def test_a_clean_policy_gives_zero_results_and_exit_0(

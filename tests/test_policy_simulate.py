@@ -99,7 +99,14 @@ def test_cli(
     yaml_source = tmp_path / "p.yaml"
     yaml_source.write_text(yaml.safe_dump([proposal("ls"), {"proposal": proposal("sudo ls")}]))
     assert main(["simulate", "--policy", str(POLICIES), "--input", str(yaml_source)]) == 0
-    assert "deny (deny-privilege)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    rows = [
+        line.split(": ", 1)[1] for line in out.splitlines() if line.startswith(str(yaml_source))
+    ]
+    assert rows[0] == "approve (approve-read-only-shell)"
+    # Every rule that matched is listed, the one that decided first.
+    assert rows[1].startswith("deny (deny-privilege")
+    assert len(rows) == 2
     assert main(["simulate", "--policy", str(tmp_path / "none"), "--input", str(source)]) == 2
 
 

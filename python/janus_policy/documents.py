@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -33,6 +33,9 @@ MAX_DEPTH = 64
 #: Nodes built through YAML aliases, in all: an alias shares a node, so a few
 #: hundred bytes of anchors of anchors ("billion laughs") would build billions.
 MAX_ALIAS_NODES = 10_000
+#: Nodes in one document: a policy of 10,000 rules has about 150,000, and building
+#: each costs a few microseconds, so a 10 MiB file of tiny nodes is refused, not slow.
+MAX_NODES = 500_000
 
 
 @dataclass
@@ -68,11 +71,16 @@ class _TooDeep(yaml.MarkedYAMLError):
     """A node nested deeper than MAX_DEPTH, met while composing."""
 
 
+class _TooMany(yaml.MarkedYAMLError):
+    """A document of more than MAX_NODES nodes, met while composing."""
+
+
 class _Composer(yaml.composer.Composer):
     """Composes each use of an anchor as an _Alias, and no node deeper than
     MAX_DEPTH: PyYAML's composer recurses, and would exhaust the stack."""
 
     depth = 0  # of the node being composed
+    nodes = 0  # composed so far
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         event = self.peek_event()  # type: ignore[attr-defined]  # the parser's, mixed in
@@ -81,6 +89,9 @@ class _Composer(yaml.composer.Composer):
             return _Alias("", super().compose_node(parent, index), mark, mark)
         if self.depth > MAX_DEPTH:
             raise _TooDeep(problem_mark=mark)
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise _TooMany(problem_mark=mark)
         self.depth += 1
         try:
             return super().compose_node(parent, index)
@@ -211,6 +222,8 @@ def parse(text: str, path: str) -> Document:
         # libyaml stops at its own depth (1,000), before the composer's.
         if isinstance(e, _TooDeep) or "maximum nesting depth" in str(e.problem):
             raise InputError("E005", f"nested deeper than {MAX_DEPTH} levels", loc) from None
+        if isinstance(e, _TooMany):
+            raise InputError("E008", f"more than {MAX_NODES:,} nodes", loc) from None
         raise InputError("E001", f"invalid YAML: {e.problem or e.context}", loc) from None
     except yaml.YAMLError as e:
         raise InputError("E001", f"invalid YAML: {e}", Location(path)) from None
@@ -443,6 +456,26 @@ def validation_errors(doc: Document, schema_name: str) -> list[InputError]:
     return sorted(
         found, key=lambda e: (e.location.line, e.location.column) if e.location else (0, 0)
     )
+
+
+def read_valid(
+    files: Iterable[Path | str], schema_name: str
+) -> tuple[list[Document], list[InputError]]:
+    """Reads files and checks each against a schema: the documents that are valid, and every
+    problem of the others (a file that cannot be read or parsed, each schema violation)."""
+    docs: list[Document] = []
+    findings: list[InputError] = []
+    for f in files:
+        try:
+            doc = read(f)
+        except InputError as e:
+            findings.append(e)
+            continue
+        problems = validation_errors(doc, schema_name)
+        findings.extend(problems)
+        if not problems:
+            docs.append(doc)
+    return docs, findings
 
 
 def load(path: Path | str, schema_name: str) -> Document:

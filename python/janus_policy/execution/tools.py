@@ -229,7 +229,7 @@ class ShellTool(Tool):
         return parsed.opaque is None and all(call.read_only for call in parsed.calls)
 
     def repeatable(self, proposal: Mapping[str, Any]) -> bool:
-        """Only a command that reads only is repeatable: any other may have done part of its work."""
+        """Only a command that reads only is repeatable: another may have done part of its work."""
         return self.idempotent and self.reads_only(proposal)
 
     def argv(self, command: str | Sequence[str]) -> list[str]:

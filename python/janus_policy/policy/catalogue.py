@@ -264,18 +264,7 @@ def load_catalogue(files: Iterable[Path], base: Catalogue | None = None) -> Cata
     """Reads catalogue files in order, over `base` (the bundled catalogue by default): a later
     spec of a program replaces an earlier one. Raises CatalogueLoadError with every finding."""
     base = bundled_catalogue() if base is None else base
-    findings: list[InputError] = []
-    docs: list[Document] = []
-    for f in files:
-        try:
-            doc = documents.read(f)
-        except InputError as e:
-            findings.append(e)
-            continue
-        problems = documents.validation_errors(doc, "catalogue")
-        findings.extend(problems)
-        if not problems:
-            docs.append(doc)
+    docs, findings = documents.read_valid(files, "catalogue")
     catalogue = _catalogue(docs, base, findings)
     if findings:
         raise CatalogueLoadError(findings)
@@ -407,18 +396,10 @@ def _long(spec: ProgramSpec, argv: Sequence[str], i: int, parsed: Parsed) -> int
     if option.value is None:
         if eq:
             raise Opaque(f"{spec.name}: --{name} takes no value")
-        value = None
-    elif option.optional:
-        value = attached if eq else None
-    elif eq:
-        value = attached
-    elif i + 1 < len(argv):
-        i += 1
-        value = argv[i]
-    else:
-        raise Opaque(f"{spec.name}: --{name} needs a value")
-    parsed.options.append((option, _value(spec, option, value)))
-    return i
+        parsed.options.append((option, None))
+        return i
+    value = attached if eq else None
+    return _take_value(spec, option, value, argv, i, parsed=parsed, shown=f"--{name}")
 
 
 def _cluster(spec: ProgramSpec, argv: Sequence[str], i: int, parsed: Parsed) -> int:
@@ -429,21 +410,31 @@ def _cluster(spec: ProgramSpec, argv: Sequence[str], i: int, parsed: Parsed) -> 
         option = spec.short.get(w[j])
         if option is None:
             raise Opaque(f"{spec.name}: -{w[j]} is not an option the catalogue knows")
-        if option.value is None:
-            parsed.options.append((option, None))
-            continue
-        rest = w[j + 1 :]
-        if option.optional:
-            value = rest or None
-        elif rest:
-            value = rest
-        elif i + 1 < len(argv):
-            i += 1
-            value = argv[i]
-        else:
-            raise Opaque(f"{spec.name}: -{w[j]} needs a value")
-        parsed.options.append((option, _value(spec, option, value)))
-        break
+        if option.value is not None:
+            value = w[j + 1 :] or None
+            return _take_value(spec, option, value, argv, i, parsed=parsed, shown=f"-{w[j]}")
+        parsed.options.append((option, None))
+    return i
+
+
+def _take_value(
+    spec: ProgramSpec,
+    option: OptionSpec,
+    attached: str | None,
+    argv: Sequence[str],
+    i: int,
+    *,
+    parsed: Parsed,
+    shown: str,
+) -> int:
+    """Records an option that takes a value: the attached one, else (unless the value is
+    optional, and so only ever attached) the next word. Returns the last index taken."""
+    if attached is None and not option.optional:
+        if i + 1 >= len(argv):
+            raise Opaque(f"{spec.name}: {shown} needs a value")
+        i += 1
+        attached = argv[i]
+    parsed.options.append((option, _value(spec, option, attached)))
     return i
 
 

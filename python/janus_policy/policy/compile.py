@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from janus_policy.policy.backend import All, AnyOf, Atom, AtomValues, EngineRule, Expr, Not
+from janus_policy.policy.catalogue import Catalogue
 from janus_policy.policy.command import Call
 from janus_policy.policy.load import RISKS, Policy, Rule
 from janus_policy.policy.paths import GlobSet, PathRef, re2_compile
@@ -112,18 +113,23 @@ def _any(spec: Sequence[str], sure_only: bool) -> Callable[[tuple[PathRef, ...],
     return lambda paths, guessed: not (sure_only and guessed) and any(map(globs.overlaps, paths))
 
 
-def command_predicate(spec: Mapping[str, Any]) -> Predicate:
+def _programs(names: Sequence[str], catalogue: Catalogue) -> frozenset[str]:
+    """Programs as a rule names them, a trusted path (`/usr/bin/cat`) read as its program."""
+    return frozenset(catalogue.identify(n) or n for n in names)
+
+
+def command_predicate(spec: Mapping[str, Any], catalogue: Catalogue) -> Predicate:
     """A `command` test on a fact's `call` (what one program, or a tool's args, would do)."""
     checks: list[Callable[[Call], bool]] = []
     if "programs" in spec:
-        programs = frozenset(spec["programs"])
+        programs = _programs(spec["programs"], catalogue)
         checks.append(lambda c: _is_program(c, programs))
     if "names" in spec:
         names = frozenset(spec["names"])
         checks.append(lambda c: c.name in names)
     if "argv" in spec:
         prefix = [_alternatives(p) for p in spec["argv"]]
-        first = prefix[0]
+        first = None if prefix[0] is None else _programs(sorted(prefix[0]), catalogue)
 
         def argv_prefix(c: Call) -> bool:
             if len(c.argv) < len(prefix) or (first is not None and not _is_program(c, first)):
@@ -174,14 +180,15 @@ def command_predicate(spec: Mapping[str, Any]) -> Predicate:
     return test
 
 
-def _program_names(spec: Mapping[str, Any]) -> frozenset[str] | None:
+def _program_names(spec: Mapping[str, Any], catalogue: Catalogue) -> frozenset[str] | None:
     """The names a call's program must have for the test to hold (for the index), or None."""
     if "programs" in spec:
-        return frozenset(spec["programs"])
+        return _programs(spec["programs"], catalogue)
     if "names" in spec:
         return frozenset(spec["names"])
     if "argv" in spec:
-        return _alternatives(spec["argv"][0])
+        first = _alternatives(spec["argv"][0])
+        return None if first is None else _programs(sorted(first), catalogue)
     return None
 
 
@@ -236,8 +243,8 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
             return keys[key]
         position = len(keys)
         if "command" in leaf:
-            test = (position, command_predicate(leaf["command"]))
-            first = _program_names(leaf["command"])
+            test = (position, command_predicate(leaf["command"], policy.catalogue))
+            first = _program_names(leaf["command"], policy.catalogue)
             for name in first or ():
                 programs.setdefault(name, []).append(test)
             if first is None:

@@ -155,16 +155,9 @@ class PolicyEngine:
         invalid = _tool_problem(tool, proposal)
         if invalid is not None:
             return self._deny(f"invalid proposal: {invalid}", start, error=True)
-        facts: list[dict[str, Any]]
-        if "command" in proposal:
-            command = proposal["command"]
-            cmd = self._judge(command if isinstance(command, str) else tuple(command))
-            if cmd.opaque is not None:
-                return self._deny(f"command cannot be judged: {cmd.opaque}", start)
-            facts = [{**proposal, "call": call} for call in cmd.calls]
-        else:
-            facts = [{**proposal, "call": _args_call(tool, proposal) if tool else None}]
-
+        facts = self._facts(proposal, tool)
+        if isinstance(facts, str):
+            return self._deny(facts, start)
         deadline = start + self.settings.budget_s
         by_id = self.compiled.by_id
         rules: list[Rule] = []
@@ -241,6 +234,19 @@ class PolicyEngine:
             if decision == "approve"
             else (),
         )
+
+    def _facts(
+        self, proposal: Mapping[str, Any], tool: ToolSpec | None
+    ) -> list[dict[str, Any]] | str:
+        """A fact per program the command runs (with its Call), or one for what the tool's args
+        do; or why the command cannot be judged."""
+        if "command" not in proposal:
+            return [{**proposal, "call": _args_call(tool, proposal) if tool else None}]
+        command = proposal["command"]
+        judged = self._judge(command if isinstance(command, str) else tuple(command))
+        if judged.opaque is not None:
+            return f"command cannot be judged: {judged.opaque}"
+        return [{**proposal, "call": call} for call in judged.calls]
 
     def _limits(self, rules: list[Any]) -> dict[str, Any]:
         """The global maxima intersected with every matching rule's limits:

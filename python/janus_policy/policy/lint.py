@@ -16,6 +16,7 @@ from typing import Any
 
 from janus_policy.documents import Document
 from janus_policy.errors import InputError, Location
+from janus_policy.policy.catalogue import Catalogue
 from janus_policy.policy.command import parse_command
 from janus_policy.policy.evaluate import NUMERIC_LIMITS, PolicyEngine, Settings
 from janus_policy.policy.load import DECISIONS, Policy, PolicyError, Rule, load_policy
@@ -43,6 +44,7 @@ CODES: tuple[Code, ...] = (
     Code("E005", "TooDeep", "error", "The document is nested too deeply."),
     Code("E006", "TooLarge", "error", "The file is larger than the loader accepts."),
     Code("E007", "AliasBomb", "error", "YAML aliases expand to more nodes than the loader builds."),
+    Code("E008", "TooManyNodes", "error", "The document has more nodes than the loader builds."),
     Code("E100", "SchemaViolation", "error", "A value breaks the policy schema."),
     Code("E101", "UnknownKey", "error", "A key the policy schema does not know."),
     Code("E102", "MissingKey", "error", "A required key is missing."),
@@ -152,7 +154,7 @@ def lint(
                 _finding("W201", f"rule set {rs.name!r} has no rules", rs.document.location(()))
             )
         for rule in rs.rules:
-            found.extend(_rule_warnings(rule, rs.document, settings, policy.catalogue.programs))
+            found.extend(_rule_warnings(rule, rs.document, settings, policy.catalogue))
     if config is not None:
         found.extend(_unmentioned_tools(policy.rules, settings, config))
     found.extend(_overridden(policy.rules))
@@ -208,7 +210,7 @@ def _field_values(cond: Any, name: str) -> set[Any] | None:
 
 
 def _rule_warnings(
-    rule: Rule, doc: Document, settings: Settings, programs: Mapping[str, Any]
+    rule: Rule, doc: Document, settings: Settings, catalogue: Catalogue
 ) -> list[Finding]:
     found: list[Finding] = []
     at = rule.when_at[:2]
@@ -236,7 +238,7 @@ def _rule_warnings(
                         rule.location,
                     )
                 )
-            unknown = [p for p in command.get("programs", []) if p not in programs]
+            unknown = [p for p in command.get("programs", []) if catalogue.identify(p) is None]
             if unknown:
                 found.append(
                     _finding(
@@ -367,7 +369,7 @@ def _overridden(rules: Sequence[Rule]) -> list[Finding]:
             continue
         candidates = (c for leaf in mine for c in index.get(leaf, ()))
         for other, stricter, theirs in candidates:
-            if other is rule or not theirs <= mine:
+            if other is rule or other.id in rule.overrides or not theirs <= mine:
                 continue
             if DECISIONS.index(stricter) > DECISIONS.index(decision):
                 same = "the same condition as" if theirs == mine else "a broader condition in"

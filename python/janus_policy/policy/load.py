@@ -204,19 +204,9 @@ def load_policy(path: Path | str) -> Policy:
         raise PolicyError(
             [InputError("P100", "no rule-set files (*.yaml) here", Location(str(root)))]
         )
-    findings: list[InputError] = []
-    docs: list[Document] = []
-    for f in files:
-        try:
-            doc = documents.read(f)
-        except InputError as e:
-            findings.append(e)
-            continue
-        schema_errors = documents.validation_errors(doc, "policy")
-        findings.extend(schema_errors)
-        if not schema_errors:
-            findings.extend(_semantic(doc))
-            docs.append(doc)
+    docs, findings = documents.read_valid(files, "policy")
+    for doc in docs:
+        findings.extend(_semantic(doc))
     rulesets = [_ruleset(d) for d in docs]
     seen_rules: dict[str, Location] = {}
     seen_sets: dict[str, str] = {}
@@ -261,6 +251,7 @@ def _exceptions(rulesets: list[RuleSet]) -> list[InputError]:
             if not rule.overrides:
                 continue
             at = rs.document.location(("rules", i, "overrides"))
+            field = pointer(("rules", i, "overrides"))
             if rule.decision != "approve":
                 found.append(
                     InputError(
@@ -283,5 +274,5 @@ def _exceptions(rulesets: list[RuleSet]) -> list[InputError]:
                     )
                 else:
                     continue
-                found.append(InputError("P107", message, at, "overrides"))
+                found.append(InputError("P107", message, at, field))
     return found

@@ -48,7 +48,8 @@ RESERVED = frozenset(
 #: Builtins that change the shell running the rest of the line (or run code from a string).
 SHELL_STATE = frozenset(
     {"eval", "source", ".", "alias", "unalias", "set", "shopt", "export", "declare", "typeset",
-     "local", "readonly", "unset", "cd", "chdir", "pushd", "popd", "dirs", "trap", "enable", "builtin",
+     "local", "readonly", "unset", "cd", "chdir", "pushd", "popd", "dirs", "trap", "enable",
+     "builtin",
      "hash", "read", "mapfile", "readarray", "let", "ulimit", "umask", "exit", "return", "shift",
      "getopts", "wait", "jobs", "fg", "bg", "disown", "fc", "history", "compgen", "complete",
      "compopt", "caller", "suspend", "logout", "bind", "times", "type", "kill", "test", "["}

@@ -38,10 +38,24 @@ class ToolSpec:
     reversible: bool = False
 
     def __post_init__(self) -> None:
-        validator = jsonschema.Draft202012Validator(dict(self.args_schema))
-        object.__setattr__(self, "_validator", validator)
+        self._build()
+
+    def _build(self) -> None:
+        schema = _plain(self.args_schema)
+        object.__setattr__(self, "_validator", jsonschema.Draft202012Validator(schema))
         # Compiled too, for the yes that every decision needs (as documents.is_valid does).
-        object.__setattr__(self, "_compiled", fastjsonschema.compile(_plain(self.args_schema)))
+        object.__setattr__(self, "_compiled", fastjsonschema.compile(schema))
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Plain data (simulate's workers get the settings): validators are built again."""
+        state = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+        state["args_schema"] = _plain(self.args_schema)
+        state["path_args"] = dict(self.path_args)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._build()
 
     def args_problem(self, args: Any) -> tuple[str, str] | None:
         """(field, message) of the first problem with `args`, or None."""
