@@ -868,7 +868,9 @@ def test_unsandboxed_runs_only_read_only_tools(config: AgentConfig, base: Path) 
     ex = ToolExecutor(config, ToolRegistry.from_config(config), runner)
     e = run(ex, proposal("node_generator", args={"name": "n", "node": NODE}))
     assert (e.status, e.outcome) == ("failed", None)
-    assert "node_generator: this proposal is not read-only; it never runs unsandboxed" in (e.error or "")
+    assert "node_generator: this proposal is not read-only; it never runs unsandboxed" in (
+        e.error or ""
+    )
     assert not (base / "nodes" / "n.yaml").exists()
     e = run(ex, proposal("shell", command=f"cat {base}/data/hello.txt"))
     assert e.status == "succeeded"
