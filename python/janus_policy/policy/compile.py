@@ -97,6 +97,8 @@ def _is_program(call: Call, names: frozenset[str]) -> bool:
     catalogue does not know, that bare name."""
     if call.program is not None:
         return call.program in names
+    if not call.argv:  # what a tool's args do: no program at all
+        return False
     return "/" not in call.argv[0] and call.argv[0] in names and not call.known
 
 
