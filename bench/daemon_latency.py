@@ -125,7 +125,9 @@ def stop_latency(root: Path, sandboxes: int) -> tuple[float, float]:
         f"policy_dir: {policy}\n"
         f"harness: {{state_dir: {state}, work_dir: {root / 'work'}}}\n"
         f"auto_executor: {{max_concurrent: {sandboxes}, allowed_tools: [sleeper]}}\n"
-        "tools:\n  sleeper: {command: [sleep, '{seconds}'], idempotent: false}\n"
+        # sleep changes nothing: mode beta auto-approves only what says so.
+        "tools:\n  sleeper: {command: [sleep, '{seconds}'], read_only: true, idempotent: true,"
+        " reversible: true}\n"
     )
     config = load_config(cfg)
     daemon = start_daemon(cfg, state, root / "stop.log")

@@ -627,6 +627,11 @@ unsafe fn child(p: &Prep, layout: &[RawFd; 6], fail: RawFd) -> ! {
     for (target, &src) in layout.iter().enumerate() {
         if src >= 0 {
             check(libc::dup2(src, target as c_int), fail, "dup2");
+        } else {
+            // A slot this method does not use (the native one has no bwrap args or filter fd)
+            // must not keep what the caller had there: `exec 3</` would hand over the host root.
+            // Every source is numbered 10 or above (pipe_high, high), so none is closed here.
+            libc::close(target as c_int);
         }
     }
     check(libc::dup3(fail, 6, libc::O_CLOEXEC), fail, "dup2");

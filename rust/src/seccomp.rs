@@ -43,6 +43,7 @@ const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 const TIOCSTI: u32 = 0x5412;
 const TIOCLINUX: u32 = 0x541c;
 const CLONE_NEWUSER: u32 = 0x1000_0000;
+const PERSONALITY_QUERY: u32 = 0xffff_ffff;
 const SOCK_TYPE_MASK: u32 = 0xf;
 const SOCK_RAW: u32 = 3;
 const SOCK_PACKET: u32 = 10;
@@ -94,9 +95,12 @@ fn denied_syscalls() -> Vec<c_long> {
         libc::SYS_fanotify_init,
         libc::SYS_lookup_dcookie,
         libc::SYS_vhangup,
+        // Memory the kernel hides even from itself: not for a sandboxed command.
+        libc::SYS_memfd_secret,
     ];
     #[cfg(target_arch = "x86_64")]
     v.extend_from_slice(&[
+        libc::SYS_modify_ldt,
         libc::SYS_iopl,
         libc::SYS_ioperm,
         libc::SYS_uselib,
@@ -132,15 +136,18 @@ fn when_syscall(p: &mut Vec<sock_filter>, nr: c_long, block: Vec<sock_filter>) {
     p.extend(block);
 }
 
-/// Socket families always allowed, whatever the socket type: local sockets,
-/// and netlink (`ip link` must be able to look, in its own empty network
-/// namespace; netlink sockets are SOCK_RAW by definition and carry no packets).
-const LOCAL_FAMILIES: [i32; 2] = [libc::AF_UNIX, libc::AF_NETLINK];
-/// Allowed only when the profile shares the network.
+/// Socket families always allowed, whatever the socket type: local sockets only.
+const LOCAL_FAMILIES: [i32; 1] = [libc::AF_UNIX];
+/// Allowed only when the profile shares the network (whatever the type: netlink sockets are
+/// SOCK_RAW or SOCK_DGRAM by definition). Netlink talks to the kernel about the network and,
+/// for some protocols, the whole host (audit, uevents): it belongs to the network.
+const KERNEL_FAMILIES: [i32; 1] = [libc::AF_NETLINK];
+/// Allowed only when the profile shares the network, and never raw.
 const NET_FAMILIES: [i32; 2] = [libc::AF_INET, libc::AF_INET6];
 
-/// socket(domain, type, _): local families pass; then raw and packet sockets
-/// get EPERM; IPv4/IPv6 pass only with the network; the rest get EAFNOSUPPORT.
+/// socket(domain, type, _) and socketpair(domain, type, _, _): local families pass, and with
+/// the network netlink; then raw and packet sockets get EPERM; IPv4/IPv6 pass only with the
+/// network; the rest get EAFNOSUPPORT.
 fn socket_block(network: bool) -> Vec<sock_filter> {
     let allow = |b: &mut Vec<sock_filter>, fams: &[i32]| {
         for &fam in fams {
@@ -150,6 +157,9 @@ fn socket_block(network: bool) -> Vec<sock_filter> {
     };
     let mut b = vec![stmt(BPF_LD_W_ABS, off_arg_low(0))];
     allow(&mut b, &LOCAL_FAMILIES);
+    if network {
+        allow(&mut b, &KERNEL_FAMILIES);
+    }
     b.extend([
         stmt(BPF_LD_W_ABS, off_arg_low(1)),
         stmt(BPF_AND_K, SOCK_TYPE_MASK),
@@ -190,6 +200,17 @@ fn clone_block() -> Vec<sock_filter> {
     ]
 }
 
+/// personality(persona): only the query (0xffffffff) passes; setting a persona can turn off
+/// address-space randomisation (ADDR_NO_RANDOMIZE) or change how the kernel reads the program.
+fn personality_block() -> Vec<sock_filter> {
+    vec![
+        stmt(BPF_LD_W_ABS, off_arg_low(0)),
+        jump(BPF_JEQ_K, PERSONALITY_QUERY, 1, 0),
+        errno(libc::EPERM),
+        stmt(BPF_RET_K, RET_ALLOW),
+    ]
+}
+
 /// The whole filter as kernel `sock_filter` instructions.
 pub fn filter(network: bool) -> Vec<sock_filter> {
     let mut p = vec![
@@ -208,6 +229,8 @@ pub fn filter(network: bool) -> Vec<sock_filter> {
         p.push(errno(libc::EPERM));
     }
     when_syscall(&mut p, libc::SYS_socket, socket_block(network));
+    when_syscall(&mut p, libc::SYS_socketpair, socket_block(network));
+    when_syscall(&mut p, libc::SYS_personality, personality_block());
     when_syscall(&mut p, libc::SYS_ioctl, ioctl_block());
     when_syscall(&mut p, libc::SYS_clone, clone_block());
     p.push(jump(BPF_JEQ_K, libc::SYS_clone3 as u32, 0, 1));

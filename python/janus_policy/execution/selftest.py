@@ -361,6 +361,46 @@ r("AF_INET/SOCK_PACKET", socket(my $e, AF_INET, 10, 0x0300));
     return ok, ", ".join(f"{k}: {_name(_errno_of(v))}" for k, v in res.items()) or _show(o)
 
 
+#: Syscall numbers the filter probe calls by number (perl has no wrappers for them).
+_SYSCALL_NUMBERS = {
+    "x86_64": {"personality": 135, "modify_ldt": 154, "memfd_secret": 447},
+    "aarch64": {"personality": 92, "memfd_secret": 447},
+}
+
+
+def _check_filter_gaps(b: Battery) -> Verdict:
+    """What socket() refuses, socketpair() refuses too; netlink, setting a persona,
+    modify_ldt and memfd_secret are refused; the harmless forms still work."""
+    nr = _SYSCALL_NUMBERS.get(platform.machine(), {})
+    script = r"""
+use Socket;
+r("socketpair AF_INET", socketpair(my $a, my $b, AF_INET, SOCK_STREAM, 0));
+r("socket AF_NETLINK", socket(my $n, 16, SOCK_RAW, 0));
+r("socket AF_NETLINK dgram", socket(my $m, 16, SOCK_DGRAM, 0));
+"""
+    allowed = r"""
+r("socketpair AF_UNIX", socketpair(my $c, my $d, AF_UNIX, SOCK_STREAM, 0));
+"""
+    if "personality" in nr:
+        script += (
+            f'r("personality ADDR_NO_RANDOMIZE", syscall({nr["personality"]}, 0x0040000) != -1);\n'
+        )
+        allowed += f'r("personality query", syscall({nr["personality"]}, 0xffffffff) != -1);\n'
+    if "modify_ldt" in nr:
+        script += f'r("modify_ldt", syscall({nr["modify_ldt"]}, 0, 0, 0) != -1);\n'
+    if "memfd_secret" in nr:
+        script += f'r("memfd_secret", syscall({nr["memfd_secret"]}, 0) != -1);\n'
+    o = b.run(_perl(script + allowed))
+    res = _results(o)
+    refused = {k: v for k, v in res.items() if k not in _FILTER_ALLOWED}
+    ok = bool(refused) and all(v.startswith("errno=") for v in refused.values())
+    ok = ok and all(res.get(k) == "OK" for k in _FILTER_ALLOWED if k in allowed)
+    return ok, ", ".join(f"{k}: {_name(_errno_of(v))}" for k, v in res.items()) or _show(o)
+
+
+_FILTER_ALLOWED = ("socketpair AF_UNIX", "personality query")
+
+
 def _check_dev_tcp(b: Battery) -> Verdict:
     script = (
         'for t in "127.0.0.1/$1" 1.1.1.1/53; do '
@@ -387,10 +427,10 @@ def _check_only_lo(b: Battery) -> Verdict:
         (p for p in ("/usr/sbin/ip", "/usr/bin/ip", "/sbin/ip") if os.access(p, os.X_OK)), None
     )
     if ip:
+        # Netlink belongs to the network: without it, ip(8) cannot even ask.
         o2 = b.run([ip, "-o", "link", "show"])
-        links = set(re.findall(r"^\d+:\s*([^:@\s]+)", o2.stdout.decode(errors="replace"), re.M))
-        ok = ok and o2.exit_code == 0 and links == {"lo"}
-        detail += f"; {ip} link: {sorted(links)}" + ("" if o2.exit_code == 0 else f" ({_show(o2)})")
+        ok = ok and o2.exit_code != 0 and not o2.stdout
+        detail += f"; {ip} link (netlink refused): {_show(o2)}"
     else:
         detail += "; no ip(8) on this host"
     return ok, detail
@@ -1059,6 +1099,52 @@ def _kill_host_process(b: Battery, settled: bool) -> Verdict:
     return not left, f"{when}: host process SIGKILLed, survivors {left}"
 
 
+_INHERITED_CHILD = """
+import json, os, sys
+from janus_policy.execution.sandbox import Limits, SandboxRunner, SandboxSettings
+c = json.loads(sys.argv[1])
+# As a shell that ran `exec 3</ 4<SECRET` would hand them on: fds 3 and 4, inheritable.
+os.dup2(os.open("/", os.O_RDONLY | os.O_DIRECTORY), 3)
+os.dup2(os.open(c["secret"], os.O_RDONLY), 4)
+for fd in (3, 4):
+    os.set_inheritable(fd, True)
+run_as = tuple(c["run_as"]) if c["run_as"] else None
+r = SandboxRunner(SandboxSettings(method=c["method"], bwrap_path=c["bwrap"], run_as=run_as))
+probe = "ls -l /proc/$$/fd/"  # the shell's own fds, listed by a child
+o = r.spawn(["sh", "-c", probe], r.profile(c["workdir"]), Limits(timeout_s=20)).wait()
+print(json.dumps({"exit": o.exit_code, "fds": o.stdout.decode(errors="replace")}))
+"""
+
+
+def _check_inherited_fds(b: Battery) -> Verdict:
+    """A host process with fds 3 and 4 open (the host's root, a secret file) starts a sandbox:
+    the command sees only its own 0, 1 and 2."""
+    secret = b.workdir("inherited") / "secret.txt"
+    secret.write_text(secrets.token_hex(8))
+    cfg = {
+        "method": b.method,
+        "bwrap": b.runner.bwrap if b.method == "bwrap" else None,
+        "run_as": b.runner.settings.run_as,
+        "secret": str(secret),
+        "workdir": str(b.workdir("inherited-work")),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _INHERITED_CHILD, json.dumps(cfg)],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    try:
+        report = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return False, f"the probe did not run: {done.stderr.decode(errors='replace')[-300:]!r}"
+    links = (ln.split(" -> ", 1) for ln in report["fds"].splitlines() if " -> " in ln)
+    fds = {name.split()[-1]: target for name, target in links}
+    extra = {fd: target for fd, target in fds.items() if fd not in ("0", "1", "2")}
+    ok = report["exit"] == 0 and not extra
+    return ok, f"fds inside beyond 0-2: {extra or 'none'}"
+
+
 def _check_host_death(b: Battery) -> Verdict:
     # Right after spawn() returns bwrap is still building the sandbox: the
     # window its own --die-with-parent leaves open.
@@ -1213,12 +1299,20 @@ CHECKS: list[Check] = [
     Check("net-dns", "a DNS lookup (getent hosts example.com) fails", _check_dns),
     Check("net-raw-socket", "raw and packet sockets cannot be opened", _check_raw_socket),
     Check(
+        "filter-gaps",
+        "socketpair is filtered like socket; netlink, setting a persona, modify_ldt and "
+        "memfd_secret are refused",
+        _check_filter_gaps,
+    ),
+    Check(
         "net-dev-tcp",
         "bash /dev/tcp connections fail, to loopback and to the internet",
         _check_dev_tcp,
     ),
     Check(
-        "net-only-lo", "the network namespace has only lo (/proc/net/dev, ip link)", _check_only_lo
+        "net-only-lo",
+        "the network namespace has only lo (/proc/net/dev), and netlink is refused (ip link)",
+        _check_only_lo,
     ),
     Check(
         "fs-readonly-root",
@@ -1273,6 +1367,11 @@ CHECKS: list[Check] = [
         "env-allowlist",
         "the environment holds only allow-listed variables; host secrets stay out",
         _check_env,
+    ),
+    Check(
+        "no-inherited-fds",
+        "open fds of the host process (its root, a secret file) do not reach the command",
+        _check_inherited_fds,
     ),
     Check(
         "tiocsti-denied",
