@@ -344,3 +344,36 @@ def test_every_schema_is_valid_and_printable(capsys: pytest.CaptureFixture[str])
         assert main(["schema", name]) == 0
         printed = json.loads(capsys.readouterr().out)
         jsonschema.Draft202012Validator.check_schema(printed)
+
+
+def test_cli_run_output_to_a_terminal_is_shown_safely(workdir: Path) -> None:
+    """Escapes from the command reach a terminal only as U+FFFD; a pipe gets the bytes."""
+    import pty  # noqa: PLC0415 (POSIX only)
+
+    escape = "\\033]0;owned\\007\\033[2Jvisible"
+    argv = [sys.executable, "-m", "janus_policy", "sandbox", "run", "--workdir", str(workdir)]
+    argv += ["--", "printf", escape]
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run(
+            argv, stdout=follower, stderr=subprocess.DEVNULL, timeout=60, check=False
+        )
+        os.close(follower)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal's other end is gone: all read
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(leader)
+    assert done.returncode == 0
+    assert b"\x1b" not in shown
+    assert b"\x07" not in shown
+    assert "visible" in shown.decode()
+    assert "\ufffd" in shown.decode()
+    piped = subprocess.run(argv, capture_output=True, timeout=60, check=False)
+    assert piped.stdout == b"\x1b]0;owned\x07\x1b[2Jvisible"

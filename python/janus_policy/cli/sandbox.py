@@ -7,7 +7,7 @@ import sys
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from janus_policy.cli._common import (
     EXIT_FINDINGS,
@@ -28,6 +28,7 @@ from janus_policy.execution.sandbox import (
     load_profile,
     make_limits,
 )
+from janus_policy.text import printable
 
 #: Limits a flag can override; each flag's dest is the Limits field.
 LIMIT_FIELDS = ("memory_mb", "disk_mb", "cpu_percent", "timeout_s", "output_cap_bytes")
@@ -120,11 +121,21 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         print_json(outcome.to_dict())
     else:
-        sys.stdout.buffer.write(outcome.stdout)
-        sys.stdout.flush()
-        sys.stderr.buffer.write(outcome.stderr)
+        _show(outcome.stdout, sys.stdout)
+        _show(outcome.stderr, sys.stderr)
         print(summary(outcome), file=sys.stderr)
     return outcome.exit_code
+
+
+def _show(data: bytes, stream: TextIO) -> None:
+    """The command's output as it is when piped or redirected (it is the command's to give),
+    made safe when it goes to a terminal: no escape may move the cursor or retitle a window."""
+    stream.flush()
+    if stream.isatty():
+        stream.write(printable(data.decode(errors="replace")))
+    else:
+        stream.buffer.write(data)
+    stream.flush()
 
 
 def summary(o: Outcome) -> str:
