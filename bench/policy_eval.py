@@ -17,8 +17,8 @@
   big-10000  a policy of 10,000 rules of every kind (field tests, regular
              expressions, command tests by program, option and path): the time
              to load it, to check it (`janus-policy check`: lint and inline
-             tests), to build its engine and make a first decision (target: all
-             of it <= 10 s), and its p50 per decision
+             tests, on the loaded policy), to build its engine and make a first
+             decision (target: the three <= 10 s), and its p50 per decision
 
 Reported: decisions per second, p50 and p99 latency, and the ratio of
 synth-500 to floor-500 (our overhead over the raw engine; target ≤ 1.5) and
@@ -37,6 +37,7 @@ import argparse
 import gc
 import itertools
 import json
+import multiprocessing
 import statistics
 import tempfile
 import time
@@ -47,7 +48,7 @@ from typing import Any
 import yaml
 from durable import lang
 from janus_policy.policy.evaluate import PolicyEngine
-from janus_policy.policy.lint import lint
+from janus_policy.policy.lint import lint_policy
 from janus_policy.policy.load import load_policy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,7 +123,7 @@ def big() -> tuple[dict[str, float], Callable[[int], None]]:
         policy = load_policy(path)
         seconds["load_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        findings = lint(path)
+        findings = lint_policy(policy)
         seconds["check_s"] = time.perf_counter() - t
         if findings:
             raise SystemExit(f"policy_eval: the big policy has findings: {findings[0]}")
@@ -197,6 +198,18 @@ def rego() -> Callable[[int], None]:
     return run
 
 
+def floor_samples(n: int) -> list[float]:
+    """The floor, measured in a process of its own: durable.lang's host polls its rulesets from
+    timer threads that keep running, unlocked, in the one C extension our engine calls too (the
+    back end never uses durable.lang for that reason); in the same process they crash it."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_measure_floor, (n,))
+
+
+def _measure_floor(n: int) -> list[float]:
+    return measure(floor(), n)
+
+
 def measure(fn: Callable[[int], None], n: int) -> list[float]:
     for i in range(min(200, n)):
         fn(i)
@@ -253,7 +266,6 @@ def main() -> int:
         "default": on_default,
         "fresh": on_fresh,
         "synth-500": on_synth,
-        "floor-500": floor(),
         "big-10000": on_big,
     }
     try:
@@ -266,6 +278,7 @@ def main() -> int:
         k: summary(measure(fn, args.iterations // 20 if k in slow else args.iterations))
         for k, fn in variants.items()
     }
+    results["floor-500"] = summary(floor_samples(args.iterations))
     ratio = results["synth-500"]["p50_us"] / results["floor-500"]["p50_us"]
     report = {
         "iterations": args.iterations,

@@ -280,9 +280,11 @@ def _networks(rules: Sequence[EngineRule]) -> list[_Network]:
                 conjunction, key=lambda lit: (not lit[1], -frequency[lit], str(lit[0]))
             )
             chain = tuple(literals) if literals and literals[0][1] else (_EVERY_FACT, *literals)
-            # Only the newest networks are tried: trying every one made building quadratic
-            # (115 s for 20,000 rules), and the older ones are full by then.
-            if not any(network.add(index, chain) for network in networks[-_OPEN_NETWORKS:]):
+            # Only the newest networks are tried, newest first: trying every one made building
+            # quadratic (115 s for 20,000 rules), and the older ones are full by then.
+            if not any(
+                network.add(index, chain) for network in reversed(networks[-_OPEN_NETWORKS:])
+            ):
                 networks.append(_Network())
                 if not networks[-1].add(index, chain):
                     raise BackendError(

@@ -142,11 +142,18 @@ def lint(
 ) -> list[Finding]:
     """Every finding about the policy at `path`. With `config` (the agent.yaml `settings` come
     from), its tools are checked against the rules too."""
-    settings = settings or Settings()
     try:
         policy = load_policy(path)
     except PolicyError as e:
         return [Finding("error", f) for f in e.findings]
+    return lint_policy(policy, settings, config=config)
+
+
+def lint_policy(
+    policy: Policy, settings: Settings | None = None, *, config: Path | None = None
+) -> list[Finding]:
+    """Every finding about a loaded policy (what `lint` adds to loading it)."""
+    settings = settings or Settings()
     found: list[Finding] = []
     for rs in policy.rulesets:
         if not rs.rules:
