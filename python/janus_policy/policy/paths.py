@@ -231,6 +231,7 @@ class _Matcher:
         rest: list[str] = []
         exact: set[str] = set()
         prefixes: list[str] = []
+        needles: list[str] = []
         for p in patterns:
             head, slash, tail = p.rpartition("/")
             if p == "**":
@@ -241,9 +242,13 @@ class _Matcher:
                 prefixes.append(_normal(head))
             else:
                 rest.append(glob_regex(p))
+                needles.append(_needle(p))
         self.exact = frozenset(exact)
         self.prefixes = tuple(prefixes)
         self._rx = re2.compile("|".join(f"(?:{r})" for r in rest), re2_options()) if rest else None
+        #: A text each of the other globs' matches holds: a path holding none cannot match, and
+        #: a substring test is far cheaper than a call into RE2. None: some glob has none.
+        self._needles = tuple(needles) if all(needles) else None
         #: Whether `path` fully matches one of the globs (cached).
         self.match: Callable[[str], bool] = lru_cache(maxsize=_CACHE)(self._match)
 
@@ -253,7 +258,18 @@ class _Matcher:
         for prefix in self.prefixes:
             if path == prefix or path.startswith(prefix + "/") or prefix in ("", "/"):
                 return True
-        return self._rx is not None and self._rx.fullmatch(path) is not None
+        if self._rx is None:
+            return False
+        if self._needles is not None and not any(n in path for n in self._needles):
+            return False
+        return self._rx.fullmatch(path) is not None
+
+
+def _needle(glob: str) -> str:
+    """The longest run of literal text within one of the glob's segments (every match holds
+    it: a run never spans a `/`, which `**` may swallow), "" if there is none."""
+    runs = [run for segment in glob.split("/") for run in re2.split(r"[*?]", segment)]
+    return max(runs, key=len, default="")
 
 
 def _normal(pattern: str) -> str:

@@ -79,6 +79,22 @@ class _Word:
     name: str | None
 
 
+#: A line of plain words: no quoting, operator, comment or character the shell would expand.
+_PLAIN_LINE = re.compile(r"[A-Za-z0-9_./:,+@%^=-]+(?:[ \t]+[A-Za-z0-9_./:,+@%^=-]+)*[ \t]*")
+
+
+def _plain_words(script: str) -> list[_Word] | None:
+    """The words of a line of plain words (the common case, read without the state machine),
+    or None for any other line. A word is an assignment as _lex would say: NAME= first."""
+    if not _PLAIN_LINE.fullmatch(script):
+        return None
+    words = []
+    for text in script.split():
+        head, eq, _ = text.partition("=")
+        words.append(_Word(text, head if eq and _NAME.fullmatch(head) else None))
+    return words
+
+
 def _lex(script: str) -> Iterator[_Word | str]:  # noqa: PLR0915 (one state machine)
     """Words and operators; raises Opaque at anything outside the model."""
     i, n = 0, len(script)
@@ -187,6 +203,9 @@ def _double_quoted(script: str, i: int, text: list[str]) -> int:
 
 def parse_script(script: str) -> Script:
     """A command line's simple commands and operators. Raises Opaque."""
+    plain = _plain_words(script.lstrip(" \t"))
+    if plain:
+        return Script(((_command(plain), ""),))
     items: list[tuple[SimpleCommand, str]] = []
     words: list[_Word] = []
     last = ";"  # what came before the current command (a line starts as after `;`)

@@ -42,7 +42,10 @@ class ToolSpec:
 
     def _build(self) -> None:
         schema = _plain(self.args_schema)
-        object.__setattr__(self, "_validator", jsonschema.Draft202012Validator(schema))
+        validator = jsonschema.Draft202012Validator(schema)
+        object.__setattr__(self, "_validator", validator)
+        # Most proposals give no args (every shell command): that answer is known once.
+        object.__setattr__(self, "_none_valid", validator.is_valid({}))
         # Compiled too, for the yes that every decision needs (as documents.is_valid does).
         object.__setattr__(self, "_compiled", fastjsonschema.compile(schema))
 
@@ -60,6 +63,8 @@ class ToolSpec:
     def args_problem(self, args: Any) -> tuple[str, str] | None:
         """(field, message) of the first problem with `args`, or None."""
         validator: jsonschema.Draft202012Validator = self._validator  # type: ignore[attr-defined]
+        if args == {} and type(args) is dict and self._none_valid:  # type: ignore[attr-defined]
+            return None
         if documents.plain_json(args):
             try:
                 self._compiled(args)  # type: ignore[attr-defined]
