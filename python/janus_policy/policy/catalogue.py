@@ -187,6 +187,11 @@ def _program(
     options = tuple(_option(o) for o in data.get("options", ()))
     short: dict[str, OptionSpec] = {}
     long: dict[str, OptionSpec] = {}
+
+    def finding(code: str, message: str, i: int) -> None:
+        where = (*at, "options", i)
+        findings.append(CatalogueError(code, message, doc.location(where), pointer(where)))
+
     for i, option in enumerate(options):
         for spelling in option.names:
             table, key = (
@@ -195,23 +200,11 @@ def _program(
             if data["syntax"] == "find":
                 table, key = long, spelling[1:]
             if key in table:
-                findings.append(
-                    CatalogueError(
-                        "K002",
-                        f"{name}: option {spelling} is listed twice",
-                        doc.location((*at, "options", i)),
-                        pointer((*at, "options", i)),
-                    )
-                )
+                finding("K002", f"{name}: option {spelling} is listed twice", i)
             table[key] = option
         if option.value == "enum" and option.values is None:
-            findings.append(
-                CatalogueError(
-                    "K003",
-                    f"{name}: option {option.names[0]} takes an enum but lists no values",
-                    doc.location((*at, "options", i)),
-                    pointer((*at, "options", i)),
-                )
+            finding(
+                "K003", f"{name}: option {option.names[0]} takes an enum but lists no values", i
             )
     subcommands = {
         sub: _program(

@@ -16,7 +16,7 @@ from typing import Any
 
 from janus_policy.documents import Document
 from janus_policy.errors import InputError, Location
-from janus_policy.policy.catalogue import Catalogue
+from janus_policy.policy.catalogue import Catalogue, bundled_catalogue
 from janus_policy.policy.command import parse_command
 from janus_policy.policy.evaluate import NUMERIC_LIMITS, PolicyEngine, Settings
 from janus_policy.policy.load import DECISIONS, Policy, PolicyError, Rule, load_policy
@@ -165,7 +165,8 @@ def lint_policy(
     if config is not None:
         found.extend(_unmentioned_tools(policy.rules, settings, config))
     found.extend(_overridden(policy.rules))
-    found.extend(_catalogue_examples(policy))
+    own = [d for d in policy.catalogue.documents if d not in bundled_catalogue().documents]
+    found.extend(catalogue_examples(own, policy.catalogue))
     try:
         engine = PolicyEngine(policy, settings)
     except PolicyError as e:
@@ -313,12 +314,14 @@ def _unmentioned_tools(rules: Sequence[Rule], settings: Settings, config: Path) 
     ]
 
 
-def _catalogue_examples(policy: Policy) -> list[Finding]:
-    """Each catalogue file's `tests`: an argv parses (with the paths given) or is opaque."""
+def catalogue_examples(docs: Sequence[Document], catalogue: Catalogue) -> list[Finding]:
+    """Each catalogue file's `tests`: an argv parses (with the paths given) or is opaque, under
+    `catalogue`. `check` runs a policy's own files' examples (the bundled ones hold for the
+    bundled catalogue, which the test suite checks; a policy may narrow a bundled spec)."""
     found: list[Finding] = []
-    for doc in policy.catalogue.documents:
+    for doc in docs:
         for i, case in enumerate(doc.data.get("tests", [])):
-            problem = _example_problem(case, policy)
+            problem = _example_problem(case, catalogue)
             if problem:
                 found.append(
                     _finding(
@@ -330,8 +333,8 @@ def _catalogue_examples(policy: Policy) -> list[Finding]:
     return found
 
 
-def _example_problem(case: Mapping[str, Any], policy: Policy) -> str:
-    parsed = parse_command(list(case["argv"]), policy.catalogue)
+def _example_problem(case: Mapping[str, Any], catalogue: Catalogue) -> str:
+    parsed = parse_command(list(case["argv"]), catalogue)
     if case.get("opaque", False):
         return "" if parsed.opaque else "parses, but must be opaque"
     if parsed.opaque:
