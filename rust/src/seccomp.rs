@@ -132,7 +132,9 @@ fn errno(e: i32) -> sock_filter {
 
 /// Appends "if nr == `nr` then run `block` (which must end in a return)".
 fn when_syscall(p: &mut Vec<sock_filter>, nr: c_long, block: Vec<sock_filter>) {
-    p.push(jump(BPF_JEQ_K, nr as u32, 0, block.len() as u8));
+    // A BPF jump reaches at most 255 instructions ahead: a longer block would land elsewhere.
+    let skip = u8::try_from(block.len()).expect("a seccomp block longer than a jump reaches");
+    p.push(jump(BPF_JEQ_K, nr as u32, 0, skip));
     p.extend(block);
 }
 
