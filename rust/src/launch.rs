@@ -144,22 +144,29 @@ fn cvt(r: c_int) -> io::Result<c_int> {
 /// onto 0..=6 can never overwrite a source it still has to copy.
 fn pipe_high() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as c_int; 2];
+    // SAFETY: `fds` is a live array of two ints for the kernel to fill.
     cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 succeeded: both fds are new, and nothing else owns them.
     let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     Ok((high(r)?, high(w)?))
 }
 
 fn high(fd: OwnedFd) -> io::Result<OwnedFd> {
+    // SAFETY: `fd` is open and ours for the whole call.
     let n = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) })?;
+    // SAFETY: fcntl succeeded: `n` is a new fd nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
 
 fn memfd_with(name: &str, data: &[u8]) -> io::Result<OwnedFd> {
     let n = cstr(name)?;
+    // SAFETY: `n` is a NUL-terminated string that outlives the call.
     let fd = cvt(unsafe { libc::memfd_create(n.as_ptr(), libc::MFD_CLOEXEC) })?;
+    // SAFETY: memfd_create succeeded: `fd` is new and nothing else owns it.
     let fd = high(unsafe { OwnedFd::from_raw_fd(fd) })?;
     let mut off = 0;
     while off < data.len() {
+        // SAFETY: the pointer and length describe the live slice `data[off..]`; `fd` is ours.
         let w = unsafe {
             libc::write(
                 fd.as_raw_fd(),
@@ -172,6 +179,7 @@ fn memfd_with(name: &str, data: &[u8]) -> io::Result<OwnedFd> {
         }
         off += w as usize;
     }
+    // SAFETY: `fd` is open and ours.
     if unsafe { libc::lseek(fd.as_raw_fd(), 0, libc::SEEK_SET) } < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -237,7 +245,9 @@ fn dirs_to(dst: &str, include_self: bool) -> io::Result<Vec<CString>> {
 /// the source's nosuid/nodev/noexec/atime flags and refuses to clear them.
 fn locked_flags(path: &str) -> io::Result<c_ulong> {
     let c = cstr(path)?;
+    // SAFETY: statvfs is plain data, for which all zeroes is a valid value.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is NUL-terminated and `st` a live struct for the kernel to fill.
     cvt(unsafe { libc::statvfs(c.as_ptr(), &mut st) })?;
     let map = [
         (libc::ST_NOSUID, libc::MS_NOSUID),
@@ -413,8 +423,10 @@ pub fn spawn(
     let (info_r, info_w) = pipe_high().map_err(io_err("pipe"))?;
     let (fail_r, fail_w) = pipe_high().map_err(io_err("pipe"))?;
     let devnull = {
+        // SAFETY: a static NUL-terminated path.
         let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
         let fd = cvt(fd).map_err(io_err("/dev/null"))?;
+        // SAFETY: open succeeded (cvt checked it): `fd` is new and nothing else owns it.
         high(unsafe { OwnedFd::from_raw_fd(fd) }).map_err(io_err("/dev/null"))?
     };
     let (bw_args, bw_filter) = match method {
@@ -454,6 +466,7 @@ pub fn spawn(
     let native = match method {
         Method::Native => {
             let (uid, gid) =
+                // SAFETY: no arguments; these calls cannot fail.
                 drop_to.unwrap_or_else(|| unsafe { (libc::geteuid(), libc::getegid()) });
             let mut flags = libc::CLONE_NEWUSER
                 | libc::CLONE_NEWNS
@@ -482,6 +495,7 @@ pub fn spawn(
         envp: c_env,
         rlimits: rlimits(limits, !nproc_inside),
         drop_to,
+        // SAFETY: no arguments; it cannot fail.
         parent: unsafe { libc::getpid() },
         native,
         watchdog: matches!(method, Method::Bwrap(_)),
@@ -508,11 +522,13 @@ pub fn spawn(
     ];
     let fail_fd = fail_w.as_raw_fd();
 
+    // SAFETY: the child runs only `child`, which touches nothing but what `prep` and `layout` hold, built before the fork, and async-signal-safe calls.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(format!("fork: {}", io::Error::last_os_error()));
     }
     if pid == 0 {
+        // SAFETY: in the forked child, single-threaded: see the fork above.
         unsafe { child(&prep, &layout, fail_fd) }
     }
     drop((out_w, err_w, info_w, fail_w, devnull, bw_args, bw_filter));
@@ -521,6 +537,7 @@ pub fn spawn(
     let mut buf = [0u8; 5];
     let mut got = 0;
     while got < buf.len() {
+        // SAFETY: the pointer and length describe the live slice `buf[got..]`; the fd is ours.
         let n = unsafe {
             libc::read(
                 fail_r.as_raw_fd(),
@@ -538,6 +555,7 @@ pub fn spawn(
     }
     if got == buf.len() {
         let mut status = 0;
+        // SAFETY: `pid` is our child, not reaped yet; `status` is a live int.
         unsafe { libc::waitpid(pid, &mut status, 0) };
         let e = SpawnError {
             step: STEPS
@@ -548,9 +566,11 @@ pub fn spawn(
         };
         return Err(e.to_string());
     }
+    // SAFETY: `pid` is our unreaped child, so the pid cannot name another process.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as c_int;
     if pidfd < 0 {
         let e = io::Error::last_os_error();
+        // SAFETY: `pid` is our unreaped child and the leader of its own process group.
         unsafe {
             libc::kill(-pid, libc::SIGKILL);
             libc::waitpid(pid, ptr::null_mut(), 0);
@@ -559,6 +579,7 @@ pub fn spawn(
     }
     Ok(Started {
         pid,
+        // SAFETY: pidfd_open succeeded: `pidfd` is new and nothing else owns it.
         pidfd: unsafe { OwnedFd::from_raw_fd(pidfd) },
         stdout: out_r,
         stderr: err_r,

@@ -2,6 +2,9 @@
 //! what happened. Policy lives in Python; this crate only spawns, limits,
 //! isolates, waits and kills.
 
+// Every unsafe block says why it is sound.
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 mod bwrap;
 mod launch;
 mod monitor;

@@ -66,6 +66,7 @@ impl Shared {
                             e.file_name().to_str().and_then(|s| s.parse::<i32>().ok())
                         {
                             if pid_ns_of(pid) == Some(ns) {
+                                // SAFETY: `pid` was read from /proc just now and is in the sandbox's pid namespace; a signal is all it gets.
                                 unsafe { libc::kill(pid, sig) };
                             }
                         }
@@ -76,6 +77,7 @@ impl Shared {
                 return;
             }
         }
+        // SAFETY: `self.pidfd` is open and names our child, however its pid is reused.
         unsafe {
             libc::syscall(
                 libc::SYS_pidfd_send_signal,
@@ -122,6 +124,7 @@ impl Capture {
         let Some(fd) = &self.fd else { return };
         let mut chunk = [0u8; 65536];
         loop {
+            // SAFETY: the pointer and length describe the live buffer `chunk`; `fd` is ours.
             let n = unsafe { libc::read(fd.as_raw_fd(), chunk.as_mut_ptr().cast(), chunk.len()) };
             if n > 0 {
                 let n = n as usize;
@@ -145,6 +148,7 @@ impl Capture {
 }
 
 fn set_nonblocking(fd: RawFd) {
+    // SAFETY: `fd` is an open fd of ours; only its flags change.
     unsafe {
         let fl = libc::fcntl(fd, libc::F_GETFL);
         libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
@@ -311,6 +315,7 @@ impl Running {
                 events: libc::POLLIN,
                 revents: 0,
             });
+            // SAFETY: the pointer and count describe the live array `fds`.
             let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
             if r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
                 break;
@@ -324,6 +329,7 @@ impl Running {
             if fds[2].revents != 0 {
                 if let Some(fd) = &info_fd {
                     let mut b = [0u8; 512];
+                    // SAFETY: the pointer and length describe the live buffer `b`; `fd` is ours.
                     let n = unsafe { libc::read(fd.as_raw_fd(), b.as_mut_ptr().cast(), b.len()) };
                     if n > 0 {
                         info_buf.extend_from_slice(&b[..n as usize]);
@@ -349,8 +355,10 @@ impl Running {
     fn reap(&self) -> (c_int, libc::rusage) {
         let mut reaped = self.shared.reaped.lock().unwrap_or_else(|e| e.into_inner());
         let mut st: c_int = 0;
+        // SAFETY: rusage is plain data, for which all zeroes is a valid value.
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
         loop {
+            // SAFETY: the pid is our child, reaped only here; `st` and `ru` are live.
             let r = unsafe { libc::wait4(self.shared.pid, &mut st, 0, &mut ru) };
             if r == self.shared.pid
                 || (r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted)
