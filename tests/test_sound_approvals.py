@@ -177,3 +177,24 @@ def test_check_with_a_config_warns_about_tools_and_automation(tmp_path: Path) ->
     assert warned("W207", "'fetch'", str(config))
     assert check("--config", str(config), "--strict").returncode == 1
     assert check("--config", str(tmp_path / "missing.yaml")).returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("command", "decision"),
+    [
+        ("cat " + " ".join(f"f{i}" for i in range(10_000)), "approve"),  # a long plain line
+        (["cat", *(f"f{i}" for i in range(4_000))], "approve"),  # the largest argv
+        ("cat " + "a/" * 2_000 + "x", "approve"),  # a deep path
+        ("cat " + "/**" * 3_000, "deny"),  # glob characters: opaque
+        ("ls; " * 200 + "ls", "approve"),  # many commands, under the bound
+        ("ls; " * 300 + "ls", "deny"),  # over it: opaque
+        ("sh -c " + "'sh -c " * 3 + "ls" + "'" * 3, "deny"),  # quotes that do not nest: opaque
+    ],
+)
+def test_the_largest_deepest_inputs_get_a_decision(
+    engine: PolicyEngine, command: str | list[str], decision: str
+) -> None:
+    d = engine.evaluate(
+        {"tool": "shell", "action_type": "analysis", "risk": "low", "command": command}
+    )
+    assert d.decision == decision, d.reasons
