@@ -857,7 +857,8 @@ def test_a_sandbox_that_cannot_start_fails(
     assert "no sandbox method works on this host" in (e.error or "")
 
 
-def test_unsandboxed_runs_only_read_only_tools(config: AgentConfig, base: Path) -> None:
+def unsandboxed(config: AgentConfig) -> ToolExecutor:
+    """An executor that runs without a sandbox (allowed for read-only proposals only)."""
     runner = SandboxRunner(
         SandboxSettings(
             method="unsandboxed",
@@ -865,7 +866,11 @@ def test_unsandboxed_runs_only_read_only_tools(config: AgentConfig, base: Path) 
             protected_paths=config.sandbox.protected_paths,
         )
     )
-    ex = ToolExecutor(config, ToolRegistry.from_config(config), runner)
+    return ToolExecutor(config, ToolRegistry.from_config(config), runner)
+
+
+def test_unsandboxed_runs_only_read_only_tools(config: AgentConfig, base: Path) -> None:
+    ex = unsandboxed(config)
     e = run(ex, proposal("node_generator", args={"name": "n", "node": NODE}))
     assert (e.status, e.outcome) == ("failed", None)
     assert "node_generator: this proposal is not read-only; it never runs unsandboxed" in (
@@ -879,14 +884,7 @@ def test_unsandboxed_runs_only_read_only_tools(config: AgentConfig, base: Path) 
 
 
 def test_unsandboxed_runs_no_shell_command_that_writes(config: AgentConfig, base: Path) -> None:
-    runner = SandboxRunner(
-        SandboxSettings(
-            method="unsandboxed",
-            allow_unsandboxed=True,
-            protected_paths=config.sandbox.protected_paths,
-        )
-    )
-    ex = ToolExecutor(config, ToolRegistry.from_config(config), runner)
+    ex = unsandboxed(config)
     victim = base / "data" / "victim.txt"
     victim.write_text("keep me\n")
     # Writable by whoever an unsandboxed run is, so only the executor can keep it.

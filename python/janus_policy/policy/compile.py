@@ -205,8 +205,8 @@ class CompiledPolicy:
     #: makes true). One lookup settles all of a field's equality tests, however many rules
     #: make one (a policy of 500 `tool equals …` rules costs one dict lookup).
     equalities: tuple[tuple[tuple[str, ...], dict[tuple[type, Any], tuple[int, ...]]], ...]
-    #: Command atoms that name the program, by each name they allow: a call whose program,
-    #: basename and argv[0] are none of them fails the atom, which is then not evaluated.
+    #: Command atoms that name the program, by each name they allow: a call whose program and
+    #: basename are none of them fails the atom, which is then not evaluated.
     programs: dict[str, tuple[Test, ...]]
     rules: tuple[EngineRule, ...]
     by_id: dict[str, Rule]
@@ -225,8 +225,9 @@ class CompiledPolicy:
                     bits[position] = 1
         call: Call | None = fact.get("call")
         if call is not None and call.argv:
-            names = {call.name, call.argv[0], call.program}
-            for name in names:
+            # Rules are indexed by catalogue program (trusted paths read as their program)
+            # and by basename; a bare argv[0] is its own basename.
+            for name in {call.name, call.program}:
                 for position, test in self.programs.get(name, ()) if name else ():
                     if test(fact):
                         bits[position] = 1

@@ -165,7 +165,8 @@ def lint_policy(
     if config is not None:
         found.extend(_unmentioned_tools(policy.rules, settings, config))
     found.extend(_overridden(policy.rules))
-    own = [d for d in policy.catalogue.documents if d not in bundled_catalogue().documents]
+    bundled = {id(d) for d in bundled_catalogue().documents}
+    own = [d for d in policy.catalogue.documents if id(d) not in bundled]
     found.extend(catalogue_examples(own, policy.catalogue))
     try:
         engine = PolicyEngine(policy, settings)
