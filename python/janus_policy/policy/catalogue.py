@@ -41,8 +41,6 @@ __all__ = [
 ]
 
 BUNDLED_CATALOGUE = Path(__file__).resolve().parent.parent / "catalogue"
-#: Kinds whose values are inert data.
-INERT = frozenset({"text", "number", "enum"})
 
 
 class Opaque(Exception):
@@ -514,7 +512,8 @@ def _parse_find(spec: ProgramSpec, argv: Sequence[str]) -> Parsed:
         if option.value == "command":
             start = i + 1
             end = start
-            while end < n and argv[end] not in (";", "+"):
+            ends = (option.terminator or ";", "+")  # `+`: {} at the end, many paths at once
+            while end < n and argv[end] not in ends:
                 end += 1
             if end >= n or end == start:
                 raise Opaque(f"find: {w} without a command ended by ';' or '+'")

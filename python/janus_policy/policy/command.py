@@ -120,10 +120,6 @@ class Command:
         return tuple(c.argv for c in self.calls)
 
     @property
-    def programs(self) -> tuple[str, ...]:
-        return tuple(c.name for c in self.calls)
-
-    @property
     def actions(self) -> tuple[tuple[str, ...], ...]:
         """The argvs of what does the work: every call but wrappers and shells (so `sh -c 'ls'`
         and `ls` are the same action)."""
