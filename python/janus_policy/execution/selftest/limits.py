@@ -1,0 +1,125 @@
+"""Limit checks: a fork bomb, memory, a file's size, /tmp's size, CPU and the
+timeout each stop where they must, reported as the limit that fired."""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import signal
+import subprocess
+import threading
+
+from janus_policy.execution.sandbox import Limits
+from janus_policy.execution.selftest.battery import (
+    Battery,
+    Verdict,
+    _host_pids_with,
+    _marker,
+    _show,
+    _survivors,
+    probe,
+)
+
+
+def check_fork_bomb(b: Battery) -> Verdict:
+    nproc = 32
+    marker = f"janus-bomb-{secrets.token_hex(6)}"
+    limits = Limits(nproc=nproc, timeout_s=3, grace_s=0.5, memory_mb=256)
+    work = b.workdir("bomb")
+    sb = b.runner.spawn(
+        ["bash", "-c", "bomb() { while :; do bomb & done; }; bomb", marker],
+        b.runner.profile(work),
+        limits,
+    )
+    peak, host_forks = 0, []
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            # bash only: bwrap's own processes carry the marker in their argv too.
+            n = len(_host_pids_with(marker, "bash"))
+            peak = max(peak, n)
+            if n:  # the host must still fork while the bomb runs
+                host_forks.append(subprocess.run(["true"], check=False, timeout=10).returncode)
+            done.wait(0.05)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    try:
+        o = sb.wait()
+    finally:
+        done.set()
+        t.join(10)
+    after = subprocess.run(["true"], check=False, timeout=10).returncode
+    left = _survivors(marker)
+    bit = os.strerror(errno.EAGAIN).encode() in o.stderr  # bash: "fork: retry: ..."
+    forked = bool(host_forks) and not any(host_forks)
+    ok = o.limit == "timeout" and bit and peak <= nproc and forked
+    ok = ok and after == 0 and not left
+    return ok, (
+        f"nproc {nproc}: peak {peak} bash processes of the bomb; fork refused inside: {bit}; "
+        f"host forks during the bomb: {len(host_forks)}, failed: {sum(map(bool, host_forks))}; "
+        f"after: {after}; "
+        f"ended by limit {o.limit!r}; survivors {left}"
+    )
+
+
+def check_memory(b: Battery) -> Verdict:
+    o = b.run(
+        ["perl", "-e", 'my $s = "x" x (128 * 1024 * 1024); print "allocated ", length($s), "\\n"'],
+        limits=Limits(memory_mb=64, timeout_s=10),
+    )
+    ok = o.exit_code != 0 and b"allocated" not in o.stdout and o.limit == "memory"
+    return ok, f"memory_mb 64, tried 128 MiB: {_show(o)}"
+
+
+def check_disk_file(b: Battery) -> Verdict:
+    work = b.workdir("disk")
+    o = b.run(
+        ["dd", "if=/dev/zero", f"of={work}/big", "bs=65536", "count=64"],
+        limits=Limits(disk_mb=1, timeout_s=10),
+        workdir=work,
+    )
+    big = work / "big"
+    size = big.stat().st_size if big.exists() else 0
+    ok = (o.signal == signal.SIGXFSZ or o.limit == "disk") and size <= 1 << 20
+    return ok, f"disk_mb 1, tried 4 MiB: {_show(o)}; file on host {size} bytes"
+
+
+def check_tmp_cap(b: Battery) -> Verdict:
+    o = b.run(
+        ["perl", "-e", probe("tmp_fill.pl")], tmp_size_mb=1, limits=Limits(disk_mb=16, timeout_s=10)
+    )
+    enospc = os.strerror(errno.ENOSPC).encode() in o.stderr
+    ok = o.exit_code != 0 and enospc and b"all written" not in o.stdout and o.limit == "disk"
+    return ok, f"tmp_size_mb 1, tried 2000 x 4 KiB: {_show(o)}"
+
+
+def check_cpu(b: Battery) -> Verdict:
+    # A 1 s budget inside a 10 s timeout: the budget fires first even on a busy host.
+    limits = Limits(cpu_percent=10, timeout_s=10, grace_s=0.5)
+    o = b.run(["perl", "-e", "1 while 1"], limits=limits)
+    cpu = o.user_s + o.sys_s
+    return o.limit == "cpu", (
+        f"budget {limits.cpu_budget_s}s CPU ({limits.cpu_percent}% of {limits.timeout_s}s): "
+        f"used {cpu:.2f}s; {_show(o)}"
+    )
+
+
+def check_timeout(b: Battery) -> Verdict:
+    marker = _marker()
+    o = b.run(["sleep", marker], limits=Limits(timeout_s=1, grace_s=0.5))
+    left = _survivors(marker)
+    return o.limit == "timeout" and not left, f"{_show(o)}; survivors {left}"
+
+
+def check_timeout_ignoring_term(b: Battery) -> Verdict:
+    marker = _marker()
+    frac = marker.split(".")[1]
+    script = 'trap "" TERM; sleep "1000.$1"; echo unreachable'
+    o = b.run(["sh", "-c", script, "sh", frac], limits=Limits(timeout_s=1, grace_s=0.5))
+    left = _survivors(marker)
+    ok = o.limit == "timeout" and b"unreachable" not in o.stdout and not left
+    return ok, f"{_show(o)}; survivors {left}"
