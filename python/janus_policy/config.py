@@ -96,6 +96,8 @@ class HarnessConfig:
 @dataclass(frozen=True)
 class AutoExecutorConfig:
     enabled: bool = True
+    #: Auto-execute where limits hold per process only (fail closed: no).
+    accept_per_process_limits: bool = False
     poll_interval_s: float = 0.1
     allowed_tools: tuple[str, ...] = ("llama-cli", "shell", "node_generator", "file_chunker")
     allowed_action_types: tuple[str, ...] = (
@@ -363,6 +365,7 @@ class _Builder:
                 data,
                 {
                     "enabled": bool,
+                    "accept_per_process_limits": bool,
                     "poll_interval_s": float,
                     "max_risk_level": str,
                     "max_concurrent": int,
@@ -445,10 +448,20 @@ class _Builder:
         ]
         protected += [self.path(p) for p in data.get("protected_paths", [])]
         bwrap = self.path_at("sandbox", "bwrap_path")
+        runtime = self.path_at("sandbox", "runtime_dir")
+        uids = data.get("uid_range")
+        if uids is not None and uids[0] > uids[1]:
+            raise self.error(
+                "C009", f"uid_range {uids} is empty: first > last", ("sandbox", "uid_range")
+            )
+        defaults = SandboxSettings()
         return SandboxSettings(
             method=method,
             bwrap_path=str(bwrap) if bwrap else None,
             allow_unsandboxed=data.get("allow_unsandboxed", False),
+            uid_range=(uids[0], uids[1]) if uids is not None else defaults.uid_range,
+            runtime_dir=runtime or defaults.runtime_dir,
+            cgroups=data.get("cgroups", True),
             protected_paths=tuple(dict.fromkeys(protected)),
         )
 

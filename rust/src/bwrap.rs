@@ -56,7 +56,7 @@ pub fn options(profile: &Profile) -> Vec<String> {
             ]),
             MountOp::Proc { dst } => push(&["--proc", &dst]),
             MountOp::Dev { dst } => push(&["--dev", &dst]),
-            MountOp::RemountRoRoot => push(&["--remount-ro", "/"]),
+            MountOp::RemountRo { dst } => push(&["--remount-ro", &dst]),
         }
     }
     push(&[

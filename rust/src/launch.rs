@@ -37,59 +37,163 @@ impl Method {
     }
 }
 
-/// The steps a child can fail at, reported back to the parent by index.
-const STEPS: &[&str] = &[
-    "dup2",
-    "setgroups",
-    "setresgid",
-    "setresuid",
-    "prctl(PR_SET_PDEATHSIG)",
-    "setrlimit",
-    "execve",
-    "unshare",
-    "write uid/gid map",
-    "fork",
-    "make mounts private",
-    "mount staging tmpfs",
-    "pivot_root to staging",
-    "mount new root",
-    "mkdir mount point",
-    "bind mount",
-    "remount read-only",
-    "symlink",
-    "mount tmpfs",
-    "mount proc",
-    "populate /dev",
-    "leave old root",
-    "sethostname",
-    "drop capabilities",
-    "no_new_privs",
-    "seccomp",
-    "chdir to work dir",
-    "setsid",
-    "child subreaper",
-    "pidfd_open",
-];
-
-fn step(name: &str) -> u8 {
-    STEPS.iter().position(|s| *s == name).expect("known step") as u8
+/// The steps a child can fail at, reported back to the parent as one byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Step {
+    JoinCgroup,
+    Dup2,
+    SetGroups,
+    SetResGid,
+    SetResUid,
+    ParentDeathSignal,
+    SetRlimit,
+    Execve,
+    Unshare,
+    IdMap,
+    Fork,
+    PrivateMounts,
+    StagingTmpfs,
+    PivotToStaging,
+    NewRoot,
+    MountPoint,
+    BindMount,
+    RemountReadOnly,
+    Symlink,
+    MountTmpfs,
+    MountProc,
+    PopulateDev,
+    LeaveOldRoot,
+    SetHostname,
+    DropCapabilities,
+    NoNewPrivs,
+    Seccomp,
+    Chdir,
+    SetSid,
+    ChildSubreaper,
+    PidfdOpen,
 }
 
-/// A failure to start, with the step that failed.
+impl Step {
+    const ALL: [Step; 31] = [
+        Step::JoinCgroup,
+        Step::Dup2,
+        Step::SetGroups,
+        Step::SetResGid,
+        Step::SetResUid,
+        Step::ParentDeathSignal,
+        Step::SetRlimit,
+        Step::Execve,
+        Step::Unshare,
+        Step::IdMap,
+        Step::Fork,
+        Step::PrivateMounts,
+        Step::StagingTmpfs,
+        Step::PivotToStaging,
+        Step::NewRoot,
+        Step::MountPoint,
+        Step::BindMount,
+        Step::RemountReadOnly,
+        Step::Symlink,
+        Step::MountTmpfs,
+        Step::MountProc,
+        Step::PopulateDev,
+        Step::LeaveOldRoot,
+        Step::SetHostname,
+        Step::DropCapabilities,
+        Step::NoNewPrivs,
+        Step::Seccomp,
+        Step::Chdir,
+        Step::SetSid,
+        Step::ChildSubreaper,
+        Step::PidfdOpen,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::JoinCgroup => "join cgroup",
+            Step::Dup2 => "dup2",
+            Step::SetGroups => "setgroups",
+            Step::SetResGid => "setresgid",
+            Step::SetResUid => "setresuid",
+            Step::ParentDeathSignal => "prctl(PR_SET_PDEATHSIG)",
+            Step::SetRlimit => "setrlimit",
+            Step::Execve => "execve",
+            Step::Unshare => "unshare",
+            Step::IdMap => "write uid/gid map",
+            Step::Fork => "fork",
+            Step::PrivateMounts => "make mounts private",
+            Step::StagingTmpfs => "mount staging tmpfs",
+            Step::PivotToStaging => "pivot_root to staging",
+            Step::NewRoot => "mount new root",
+            Step::MountPoint => "mkdir mount point",
+            Step::BindMount => "bind mount",
+            Step::RemountReadOnly => "remount read-only",
+            Step::Symlink => "symlink",
+            Step::MountTmpfs => "mount tmpfs",
+            Step::MountProc => "mount proc",
+            Step::PopulateDev => "populate /dev",
+            Step::LeaveOldRoot => "leave old root",
+            Step::SetHostname => "sethostname",
+            Step::DropCapabilities => "drop capabilities",
+            Step::NoNewPrivs => "no_new_privs",
+            Step::Seccomp => "seccomp",
+            Step::Chdir => "chdir to work dir",
+            Step::SetSid => "setsid",
+            Step::ChildSubreaper => "child subreaper",
+            Step::PidfdOpen => "pidfd_open",
+        }
+    }
+
+    fn from_byte(b: u8) -> Option<Step> {
+        Step::ALL.get(b as usize).copied()
+    }
+}
+
+/// Why a sandbox did not start; in every case nothing ran.
 #[derive(Debug)]
-pub struct SpawnError {
-    pub step: &'static str,
-    pub errno: i32,
+pub enum SpawnError {
+    /// Preparing in the parent failed (a pipe, a path, a plan); nothing was forked.
+    Prepare { what: String, errno: Option<i32> },
+    /// The child failed at `step`.
+    Setup { step: Step, errno: i32 },
+}
+
+impl SpawnError {
+    fn prepare(what: impl Into<String>) -> Self {
+        SpawnError::Prepare {
+            what: what.into(),
+            errno: None,
+        }
+    }
+
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            SpawnError::Prepare { errno, .. } => *errno,
+            SpawnError::Setup { errno, .. } => Some(*errno),
+        }
+    }
+
+    /// The failing setup step, or "prepare" for the parent's own preparation.
+    pub fn step(&self) -> &'static str {
+        match self {
+            SpawnError::Prepare { .. } => "prepare",
+            SpawnError::Setup { step, .. } => step.name(),
+        }
+    }
 }
 
 impl std::fmt::Display for SpawnError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "sandbox setup failed at {}: {}",
-            self.step,
-            io::Error::from_raw_os_error(self.errno)
-        )
+        match self {
+            SpawnError::Prepare { what, .. } => write!(f, "sandbox setup failed: {what}"),
+            SpawnError::Setup { step, errno } => write!(
+                f,
+                "sandbox setup failed at {}: {}",
+                step.name(),
+                io::Error::from_raw_os_error(*errno)
+            ),
+        }
     }
 }
 
@@ -215,9 +319,11 @@ enum NativeOp {
         dirs: Vec<CString>,
         nodes: Vec<(CString, CString)>,
         links: Vec<(CString, CString)>,
-        shm: CString,
     },
-    RemountRoRoot,
+    RemountRo {
+        dst: CString,
+        flags: c_ulong,
+    },
 }
 
 const NEWROOT: &str = "/newroot";
@@ -286,7 +392,7 @@ fn native_plan(profile: &Profile) -> io::Result<Vec<NativeOp>> {
             },
             MountOp::RwBind { src, dst } => {
                 let real = std::fs::canonicalize(&src)
-                    .map_err(|e| io::Error::new(e.kind(), format!("workdir: {src}: {e}")))?;
+                    .map_err(|e| io::Error::new(e.kind(), format!("writable bind: {src}: {e}")))?;
                 NativeOp::Bind {
                     src: cstr(&format!("{OLDROOT}{}", real.display()))?,
                     dst: inside(&dst)?,
@@ -332,10 +438,17 @@ fn native_plan(profile: &Profile) -> io::Result<Vec<NativeOp>> {
                     dirs: dirs_to(&dst, true)?,
                     nodes,
                     links,
-                    shm: inside(&format!("{dst}/shm"))?,
                 }
             }
-            MountOp::RemountRoRoot => NativeOp::RemountRoRoot,
+            // The flags each mount was made with, which a remount must repeat.
+            MountOp::RemountRo { dst } => NativeOp::RemountRo {
+                flags: if dst == "/dev" {
+                    libc::MS_NOSUID | libc::MS_NOEXEC
+                } else {
+                    libc::MS_NOSUID | libc::MS_NODEV
+                },
+                dst: inside(if dst == "/" { "" } else { &dst })?,
+            },
         });
     }
     Ok(plan)
@@ -369,11 +482,15 @@ struct Prep {
     stack_b: UnsafeCell<Vec<u8>>,
     /// The unsandboxed method changes into the work dir itself.
     chdir: Option<CString>,
+    /// `cgroup.procs` of each cgroup the child joins before anything else.
+    cgroup_procs: Vec<CString>,
 }
 
 /// The rlimits applied right before exec; `nproc` false leaves RLIMIT_NPROC
-/// to prlimit(1) inside the bwrap sandbox (see `bwrap::command_line`).
-fn rlimits(limits: &Limits, nproc: bool) -> Vec<(c_int, libc::rlimit)> {
+/// to prlimit(1) inside the bwrap sandbox (see `bwrap::command_line`). Under a
+/// cgroup, memory is bounded for the whole tree there, and RLIMIT_AS, which
+/// would refuse runtimes that only reserve address space, is left off.
+fn rlimits(limits: &Limits, nproc: bool, cgroup: bool) -> Vec<(c_int, libc::rlimit)> {
     let rl = |soft: u64, hard: u64| libc::rlimit {
         rlim_cur: soft as libc::rlim_t,
         rlim_max: hard as libc::rlim_t,
@@ -382,7 +499,6 @@ fn rlimits(limits: &Limits, nproc: bool) -> Vec<(c_int, libc::rlimit)> {
     let disk = limits.disk_mb << 20;
     let cpu = limits.cpu_budget_s();
     let mut v = vec![
-        (libc::RLIMIT_AS as c_int, rl(mem, mem)),
         (libc::RLIMIT_FSIZE as c_int, rl(disk, disk)),
         // SIGXCPU at the budget, SIGKILL a second later for programs that catch it.
         (libc::RLIMIT_CPU as c_int, rl(cpu, cpu + 1)),
@@ -393,14 +509,30 @@ fn rlimits(limits: &Limits, nproc: bool) -> Vec<(c_int, libc::rlimit)> {
         (libc::RLIMIT_CORE as c_int, rl(0, 0)),
     ];
     if nproc {
-        v.push((libc::RLIMIT_NPROC as c_int, rl(limits.nproc, limits.nproc)));
+        let n = nproc_backstop(limits, cgroup);
+        v.push((libc::RLIMIT_NPROC as c_int, rl(n, n)));
+    }
+    if !cgroup {
+        v.push((libc::RLIMIT_AS as c_int, rl(mem, mem)));
     }
     v
+}
+
+/// RLIMIT_NPROC: the limit itself without a cgroup; under one, where pids.max
+/// holds the tree (and says so in pids.events), only a backstop above it.
+fn nproc_backstop(limits: &Limits, cgroup: bool) -> u64 {
+    if cgroup {
+        limits.nproc + 16
+    } else {
+        limits.nproc
+    }
 }
 
 /// Starts `argv` by `method`. `drop_to` is the host (uid, gid) the sandbox runs
 /// as; the caller sets it when it runs as root, so RLIMIT_NPROC binds (the
 /// kernel exempts root from it) and nothing in the sandbox is root on the host.
+/// The child joins `cgroups` (directories, one per hierarchy) first of all, so
+/// every process of the sandbox, the launcher's own included, is inside them.
 pub fn spawn(
     program: &str,
     args: &[String],
@@ -408,14 +540,18 @@ pub fn spawn(
     limits: &Limits,
     method: &Method,
     drop_to: Option<(u32, u32)>,
-) -> Result<Started, String> {
+    cgroups: &[String],
+) -> Result<Started, SpawnError> {
     let env: Vec<String> = profile
         .env
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    fn io_err(what: &'static str) -> impl Fn(io::Error) -> String {
-        move |e| format!("{what}: {e}")
+    fn io_err(what: &'static str) -> impl Fn(io::Error) -> SpawnError {
+        move |e| SpawnError::Prepare {
+            what: format!("{what}: {e}"),
+            errno: e.raw_os_error(),
+        }
     }
 
     let (out_r, out_w) = pipe_high().map_err(io_err("pipe"))?;
@@ -447,20 +583,21 @@ pub fn spawn(
     cmd_argv.extend(args.iter().cloned());
     let (exe, c_argv, c_env) = match method {
         Method::Bwrap(path) => (
-            cstr(path).map_err(|_| "bwrap path contains NUL".to_string())?,
+            cstr(path).map_err(|_| SpawnError::prepare("bwrap path contains NUL"))?,
             CArgv::new(&bwrap::command_line(
                 path,
                 program,
                 args,
-                nproc_inside.then_some(limits.nproc),
+                nproc_inside.then_some(nproc_backstop(limits, !cgroups.is_empty())),
             ))
-            .map_err(|_| "argv: an argument contains NUL".to_string())?,
+            .map_err(|_| SpawnError::prepare("argv: an argument contains NUL"))?,
             CArgv::new::<&str>(&[]).map_err(io_err("env"))?,
         ),
         _ => (
             cstr(program).map_err(io_err("argv"))?,
-            CArgv::new(&cmd_argv).map_err(|_| "argv: an argument contains NUL".to_string())?,
-            CArgv::new(&env).map_err(|_| "env: a value contains NUL".to_string())?,
+            CArgv::new(&cmd_argv)
+                .map_err(|_| SpawnError::prepare("argv: an argument contains NUL"))?,
+            CArgv::new(&env).map_err(|_| SpawnError::prepare("env: a value contains NUL"))?,
         ),
     };
     let native = match method {
@@ -478,7 +615,7 @@ pub fn spawn(
                 flags |= libc::CLONE_NEWNET;
             }
             Some(NativePrep {
-                plan: native_plan(profile).map_err(|e| e.to_string())?,
+                plan: native_plan(profile).map_err(io_err("mount plan"))?,
                 uid_map: format!("{uid} {uid} 1\n").into_bytes(),
                 gid_map: format!("{gid} {gid} 1\n").into_bytes(),
                 hostname: cstr(&profile.hostname).map_err(io_err("hostname"))?,
@@ -493,7 +630,7 @@ pub fn spawn(
         exe,
         argv: c_argv,
         envp: c_env,
-        rlimits: rlimits(limits, !nproc_inside),
+        rlimits: rlimits(limits, !nproc_inside, !cgroups.is_empty()),
         drop_to,
         // SAFETY: no arguments; it cannot fail.
         parent: unsafe { libc::getpid() },
@@ -509,6 +646,11 @@ pub fn spawn(
             Method::Unsandboxed => Some(cstr(&profile.workdir).map_err(io_err("workdir"))?),
             _ => None,
         },
+        cgroup_procs: cgroups
+            .iter()
+            .map(|d| cstr(&format!("{d}/cgroup.procs")))
+            .collect::<io::Result<_>>()
+            .map_err(io_err("cgroups"))?,
     };
     // Child layout: 0 stdin, 1 stdout, 2 stderr, 3 bwrap args, 4 seccomp,
     // 5 info, 6 the failure pipe (still CLOEXEC).
@@ -525,7 +667,7 @@ pub fn spawn(
     // SAFETY: the child runs only `child`, which touches nothing but what `prep` and `layout` hold, built before the fork, and async-signal-safe calls.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        return Err(format!("fork: {}", io::Error::last_os_error()));
+        return Err(io_err("fork")(io::Error::last_os_error()));
     }
     if pid == 0 {
         // SAFETY: in the forked child, single-threaded: see the fork above.
@@ -557,14 +699,11 @@ pub fn spawn(
         let mut status = 0;
         // SAFETY: `pid` is our child, not reaped yet; `status` is a live int.
         unsafe { libc::waitpid(pid, &mut status, 0) };
-        let e = SpawnError {
-            step: STEPS
-                .get(buf[0] as usize)
-                .copied()
-                .unwrap_or("unknown step"),
-            errno: i32::from_ne_bytes([buf[1], buf[2], buf[3], buf[4]]),
-        };
-        return Err(e.to_string());
+        let errno = i32::from_ne_bytes([buf[1], buf[2], buf[3], buf[4]]);
+        return Err(match Step::from_byte(buf[0]) {
+            Some(step) => SpawnError::Setup { step, errno },
+            None => SpawnError::prepare(format!("an unknown step {} failed", buf[0])),
+        });
     }
     // SAFETY: `pid` is our unreaped child, so the pid cannot name another process.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as c_int;
@@ -575,7 +714,7 @@ pub fn spawn(
             libc::kill(-pid, libc::SIGKILL);
             libc::waitpid(pid, ptr::null_mut(), 0);
         }
-        return Err(format!("pidfd_open: {e}"));
+        return Err(io_err("pidfd_open")(e));
     }
     Ok(Started {
         pid,
@@ -589,16 +728,16 @@ pub fn spawn(
 
 // ---- everything below runs in the forked child: raw syscalls only ----
 
-unsafe fn die(fail_fd: RawFd, at: &str) -> ! {
+unsafe fn die(fail_fd: RawFd, at: Step) -> ! {
     let errno = *libc::__errno_location();
     let mut msg = [0u8; 5];
-    msg[0] = step(at);
+    msg[0] = at as u8;
     msg[1..].copy_from_slice(&errno.to_ne_bytes());
     libc::write(fail_fd, msg.as_ptr().cast(), msg.len());
     libc::_exit(127)
 }
 
-unsafe fn check(r: c_int, fail_fd: RawFd, at: &str) {
+unsafe fn check(r: c_int, fail_fd: RawFd, at: Step) {
     if r < 0 {
         die(fail_fd, at)
     }
@@ -641,13 +780,13 @@ unsafe fn child(p: &Prep, layout: &[RawFd; 6], fail: RawFd) -> ! {
     // The failure pipe moves to 6 first so the layout cannot clobber it.
     let fail_hi = libc::fcntl(fail, libc::F_DUPFD_CLOEXEC, 64);
     let fail = if fail_hi < 0 {
-        die(fail, "dup2")
+        die(fail, Step::Dup2)
     } else {
         fail_hi
     };
     for (target, &src) in layout.iter().enumerate() {
         if src >= 0 {
-            check(libc::dup2(src, target as c_int), fail, "dup2");
+            check(libc::dup2(src, target as c_int), fail, Step::Dup2);
         } else {
             // A slot this method does not use (the native one has no bwrap args or filter fd)
             // must not keep what the caller had there: `exec 3</` would hand over the host root.
@@ -655,13 +794,18 @@ unsafe fn child(p: &Prep, layout: &[RawFd; 6], fail: RawFd) -> ! {
             libc::close(target as c_int);
         }
     }
-    check(libc::dup3(fail, 6, libc::O_CLOEXEC), fail, "dup2");
+    check(libc::dup3(fail, 6, libc::O_CLOEXEC), fail, Step::Dup2);
     let fail = 6;
     close_from(7);
+    // Into the sandbox's cgroups while still the caller's uid, which may write
+    // there; "0" is the writer itself, in v1 and v2 alike.
+    for procs in &p.cgroup_procs {
+        check(write_file(procs, b"0"), fail, Step::JoinCgroup);
+    }
     if let Some((uid, gid)) = p.drop_to {
-        check(libc::setgroups(0, ptr::null()), fail, "setgroups");
-        check(libc::setresgid(gid, gid, gid), fail, "setresgid");
-        check(libc::setresuid(uid, uid, uid), fail, "setresuid");
+        check(libc::setgroups(0, ptr::null()), fail, Step::SetGroups);
+        check(libc::setresgid(gid, gid, gid), fail, Step::SetResGid);
+        check(libc::setresuid(uid, uid, uid), fail, Step::SetResUid);
         // The uid change made us non-dumpable, which would leave our own
         // /proc/self/uid_map owned by root and unwritable.
         libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0);
@@ -670,7 +814,7 @@ unsafe fn child(p: &Prep, layout: &[RawFd; 6], fail: RawFd) -> ! {
     check(
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL),
         fail,
-        "prctl(PR_SET_PDEATHSIG)",
+        Step::ParentDeathSignal,
     );
     if libc::getppid() != p.parent {
         libc::_exit(127);
@@ -680,7 +824,7 @@ unsafe fn child(p: &Prep, layout: &[RawFd; 6], fail: RawFd) -> ! {
         None if p.watchdog => watchdog(p, fail),
         None => {
             if let Some(dir) = &p.chdir {
-                check(libc::chdir(dir.as_ptr()), fail, "chdir to work dir");
+                check(libc::chdir(dir.as_ptr()), fail, Step::Chdir);
             }
             exec(p, fail)
         }
@@ -691,10 +835,10 @@ unsafe fn child(p: &Prep, layout: &[RawFd; 6], fail: RawFd) -> ! {
 /// forked Python image would break the child's own stack growth.
 unsafe fn exec(p: &Prep, fail: RawFd) -> ! {
     for (res, lim) in &p.rlimits {
-        check(libc::setrlimit(*res as _, lim), fail, "setrlimit");
+        check(libc::setrlimit(*res as _, lim), fail, Step::SetRlimit);
     }
     libc::execve(p.exe.as_ptr(), p.argv.as_ptr(), p.envp.as_ptr());
-    die(fail, "execve")
+    die(fail, Step::Execve)
 }
 
 /// The polite signals the monitor sends; the watchdog passes them on to bwrap.
@@ -723,12 +867,12 @@ unsafe fn watchdog(p: &Prep, fail: RawFd) -> ! {
     check(
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0),
         fail,
-        "child subreaper",
+        Step::ChildSubreaper,
     );
     check(
         libc::prctl(libc::PR_SET_PDEATHSIG, HOST_DIED),
         fail,
-        "prctl(PR_SET_PDEATHSIG)",
+        Step::ParentDeathSignal,
     );
     if libc::getppid() != p.parent {
         libc::_exit(127);
@@ -738,7 +882,7 @@ unsafe fn watchdog(p: &Prep, fail: RawFd) -> ! {
         check(
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL),
             fail,
-            "prctl(PR_SET_PDEATHSIG)",
+            Step::ParentDeathSignal,
         );
         if libc::getppid() != w {
             libc::_exit(127);
@@ -750,7 +894,7 @@ unsafe fn watchdog(p: &Prep, fail: RawFd) -> ! {
         exec(p, fail)
     });
     if l < 0 {
-        die(fail, "fork");
+        die(fail, Step::Fork);
     }
     // W holds nothing open: the host sees EOF on the failure pipe once bwrap
     // is exec'd, and on the output pipes once the sandbox is gone.
@@ -861,21 +1005,21 @@ unsafe fn wait_for(pid: libc::pid_t) -> c_int {
 /// the command. A and B mirror their child's exit; when B ends, the kernel
 /// kills everything left in the namespace.
 unsafe fn native_child(p: &Prep, n: &NativePrep, fail: RawFd) -> ! {
-    check(libc::unshare(n.unshare_flags), fail, "unshare");
+    check(libc::unshare(n.unshare_flags), fail, Step::Unshare);
     check(
         write_file(c"/proc/self/setgroups", b"deny"),
         fail,
-        "write uid/gid map",
+        Step::IdMap,
     );
     check(
         write_file(c"/proc/self/uid_map", &n.uid_map),
         fail,
-        "write uid/gid map",
+        Step::IdMap,
     );
     check(
         write_file(c"/proc/self/gid_map", &n.gid_map),
         fail,
-        "write uid/gid map",
+        Step::IdMap,
     );
     // B is started like C (no copy of the Python image, A sleeps until B
     // ends) and shares A's descriptor table, so B's closing of everything
@@ -883,10 +1027,10 @@ unsafe fn native_child(p: &Prep, n: &NativePrep, fail: RawFd) -> ! {
     // A may have died before that, which getppid() cannot tell across the pid
     // namespace, so B also checks a pidfd of A.
     let a_fd = libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) as c_int;
-    check(a_fd, fail, "pidfd_open");
+    check(a_fd, fail, Step::PidfdOpen);
     let b = vfork_into(&p.stack_b, libc::CLONE_FILES, &|| init(p, n, fail, a_fd));
     if b < 0 {
-        die(fail, "fork");
+        die(fail, Step::Fork);
     }
     mirror(wait_for(b))
 }
@@ -917,34 +1061,21 @@ unsafe fn init(p: &Prep, n: &NativePrep, fail: RawFd, a_fd: c_int) {
     check(
         libc::sethostname(n.hostname.as_ptr(), n.hostname.as_bytes().len()),
         fail,
-        "sethostname",
+        Step::SetHostname,
     );
     // C: the command, started without copying B's memory.
     let c = vfork_into(&p.stack, 0, &|| {
-        check(libc::setsid(), fail, "setsid");
-        check(libc::chdir(n.workdir.as_ptr()), fail, "chdir to work dir");
-        drop_caps(fail);
-        check(
-            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0),
-            fail,
-            "no_new_privs",
-        );
-        let prog = libc::sock_fprog {
-            len: n.filter.len() as u16,
-            filter: n.filter.as_ptr() as *mut libc::sock_filter,
-        };
-        let r = libc::syscall(
-            libc::SYS_seccomp,
-            1, /* SECCOMP_SET_MODE_FILTER */
-            0,
-            &prog,
-        ) as c_int;
-        check(r, fail, "seccomp");
+        check(libc::setsid(), fail, Step::SetSid);
+        check(libc::chdir(n.workdir.as_ptr()), fail, Step::Chdir);
+        confine(n, fail);
         exec(p, fail)
     });
     if c < 0 {
-        die(fail, "fork");
+        die(fail, Step::Fork);
     }
+    // B itself keeps no capability and runs under the same filter: it only
+    // reaps from here on, and nothing in the sandbox can borrow its powers.
+    confine(n, fail);
     // B: init of the namespace. Reap everything; end with the command.
     close_from(0);
     loop {
@@ -959,12 +1090,34 @@ unsafe fn init(p: &Prep, n: &NativePrep, fail: RawFd, a_fd: c_int) {
     }
 }
 
+/// No capability, no new privileges, the seccomp filter: what every process
+/// of a native sandbox runs under.
+unsafe fn confine(n: &NativePrep, fail: RawFd) {
+    drop_caps(fail);
+    check(
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0),
+        fail,
+        Step::NoNewPrivs,
+    );
+    let prog = libc::sock_fprog {
+        len: n.filter.len() as u16,
+        filter: n.filter.as_ptr() as *mut libc::sock_filter,
+    };
+    let r = libc::syscall(
+        libc::SYS_seccomp,
+        1, /* SECCOMP_SET_MODE_FILTER */
+        0,
+        &prog,
+    ) as c_int;
+    check(r, fail, Step::Seccomp);
+}
+
 unsafe fn drop_caps(fail: RawFd) {
     for cap in 0..64 {
         if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) < 0
             && *libc::__errno_location() != libc::EINVAL
         {
-            die(fail, "drop capabilities");
+            die(fail, Step::DropCapabilities);
         }
     }
     libc::prctl(
@@ -996,13 +1149,13 @@ unsafe fn drop_caps(fail: RawFd) {
         inheritable: 0,
     }; 2];
     let r = libc::syscall(libc::SYS_capset, &mut hdr, data.as_ptr()) as c_int;
-    check(r, fail, "drop capabilities");
+    check(r, fail, Step::DropCapabilities);
 }
 
 unsafe fn mkdirs(dirs: &[CString], fail: RawFd) {
     for d in dirs {
         if libc::mkdir(d.as_ptr(), 0o755) < 0 && *libc::__errno_location() != libc::EEXIST {
-            die(fail, "mkdir mount point");
+            die(fail, Step::MountPoint);
         }
     }
 }
@@ -1014,7 +1167,7 @@ unsafe fn touch(path: &CString, fail: RawFd) {
         0o644,
     );
     if fd < 0 {
-        die(fail, "mkdir mount point");
+        die(fail, Step::MountPoint);
     }
     libc::close(fd);
 }
@@ -1042,7 +1195,7 @@ unsafe fn build_root(n: &NativePrep, fail: RawFd) {
             null,
         ),
         fail,
-        "make mounts private",
+        Step::PrivateMounts,
     );
     // Staging on /tmp: pivot_root moves this mount away, so the host's /tmp
     // stays visible under /oldroot/tmp for a work dir that lives there.
@@ -1056,22 +1209,22 @@ unsafe fn build_root(n: &NativePrep, fail: RawFd) {
             c"mode=0755".as_ptr(),
         ),
         fail,
-        "mount staging tmpfs",
+        Step::StagingTmpfs,
     );
-    check(libc::chdir(base.as_ptr()), fail, "pivot_root to staging");
+    check(libc::chdir(base.as_ptr()), fail, Step::PivotToStaging);
     check(
         libc::mkdir(c"newroot".as_ptr(), 0o755),
         fail,
-        "pivot_root to staging",
+        Step::PivotToStaging,
     );
     check(
         libc::mkdir(c"oldroot".as_ptr(), 0o755),
         fail,
-        "pivot_root to staging",
+        Step::PivotToStaging,
     );
     let r = libc::syscall(libc::SYS_pivot_root, base.as_ptr(), c"oldroot".as_ptr()) as c_int;
-    check(r, fail, "pivot_root to staging");
-    check(libc::chdir(c"/".as_ptr()), fail, "pivot_root to staging");
+    check(r, fail, Step::PivotToStaging);
+    check(libc::chdir(c"/".as_ptr()), fail, Step::PivotToStaging);
     let newroot = c"/newroot";
     check(
         mount(
@@ -1082,7 +1235,7 @@ unsafe fn build_root(n: &NativePrep, fail: RawFd) {
             c"mode=0755".as_ptr(),
         ),
         fail,
-        "mount new root",
+        Step::NewRoot,
     );
 
     for op in &n.plan {
@@ -1108,7 +1261,7 @@ unsafe fn build_root(n: &NativePrep, fail: RawFd) {
                         null,
                     ),
                     fail,
-                    "bind mount",
+                    Step::BindMount,
                 );
                 let mut f =
                     libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NOSUID | libc::MS_NODEV | flags;
@@ -1118,7 +1271,7 @@ unsafe fn build_root(n: &NativePrep, fail: RawFd) {
                 check(
                     mount(null, dst.as_ptr(), null, f, null),
                     fail,
-                    "remount read-only",
+                    Step::RemountReadOnly,
                 );
             }
             NativeOp::Symlink { target, link, dirs } => {
@@ -1126,7 +1279,7 @@ unsafe fn build_root(n: &NativePrep, fail: RawFd) {
                 check(
                     libc::symlink(target.as_ptr(), link.as_ptr()),
                     fail,
-                    "symlink",
+                    Step::Symlink,
                 );
             }
             NativeOp::Tmpfs { dst, dirs, data } => {
@@ -1140,7 +1293,7 @@ unsafe fn build_root(n: &NativePrep, fail: RawFd) {
                         data.as_ptr(),
                     ),
                     fail,
-                    "mount tmpfs",
+                    Step::MountTmpfs,
                 );
             }
             NativeOp::Proc { dst, dirs } => {
@@ -1149,7 +1302,7 @@ unsafe fn build_root(n: &NativePrep, fail: RawFd) {
                 check(
                     mount(c"proc".as_ptr(), dst.as_ptr(), c"proc".as_ptr(), f, null),
                     fail,
-                    "mount proc",
+                    Step::MountProc,
                 );
             }
             NativeOp::Dev {
@@ -1157,7 +1310,6 @@ unsafe fn build_root(n: &NativePrep, fail: RawFd) {
                 dirs,
                 nodes,
                 links,
-                shm,
             } => {
                 mkdirs(dirs, fail);
                 check(
@@ -1169,36 +1321,30 @@ unsafe fn build_root(n: &NativePrep, fail: RawFd) {
                         c"mode=0755".as_ptr(),
                     ),
                     fail,
-                    "populate /dev",
+                    Step::PopulateDev,
                 );
                 for (host, node) in nodes {
                     touch(node, fail);
                     check(
                         mount(host.as_ptr(), node.as_ptr(), null, libc::MS_BIND, null),
                         fail,
-                        "populate /dev",
+                        Step::PopulateDev,
                     );
                 }
                 for (target, link) in links {
                     check(
                         libc::symlink(target.as_ptr(), link.as_ptr()),
                         fail,
-                        "populate /dev",
+                        Step::PopulateDev,
                     );
                 }
-                check(libc::mkdir(shm.as_ptr(), 0o1777), fail, "populate /dev");
-                check(libc::chmod(shm.as_ptr(), 0o1777), fail, "populate /dev");
             }
-            NativeOp::RemountRoRoot => {
-                let f = libc::MS_REMOUNT
-                    | libc::MS_BIND
-                    | libc::MS_RDONLY
-                    | libc::MS_NOSUID
-                    | libc::MS_NODEV;
+            NativeOp::RemountRo { dst, flags } => {
+                let f = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | flags;
                 check(
-                    mount(null, newroot.as_ptr(), null, f, null),
+                    mount(null, dst.as_ptr(), null, f, null),
                     fail,
-                    "remount read-only",
+                    Step::RemountReadOnly,
                 );
             }
         }
@@ -1207,15 +1353,15 @@ unsafe fn build_root(n: &NativePrep, fail: RawFd) {
     check(
         libc::umount2(c"/oldroot".as_ptr(), libc::MNT_DETACH),
         fail,
-        "leave old root",
+        Step::LeaveOldRoot,
     );
-    check(libc::chdir(newroot.as_ptr()), fail, "leave old root");
+    check(libc::chdir(newroot.as_ptr()), fail, Step::LeaveOldRoot);
     let r = libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) as c_int;
-    check(r, fail, "leave old root");
+    check(r, fail, Step::LeaveOldRoot);
     check(
         libc::umount2(c".".as_ptr(), libc::MNT_DETACH),
         fail,
-        "leave old root",
+        Step::LeaveOldRoot,
     );
-    check(libc::chdir(c"/".as_ptr()), fail, "leave old root");
+    check(libc::chdir(c"/".as_ptr()), fail, Step::LeaveOldRoot);
 }

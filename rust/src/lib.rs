@@ -6,6 +6,8 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod bwrap;
+mod cgroup;
+mod host;
 mod launch;
 mod monitor;
 mod profile;
@@ -17,16 +19,28 @@ use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-use launch::Method;
-use monitor::{Report, Running};
+use launch::{Method, SpawnError};
+use monitor::{Accounting, Report, Running};
 use profile::{Limits, Profile};
 
 pyo3::create_exception!(
     _sandbox,
     SandboxError,
     PyOSError,
-    "The sandbox could not be set up; nothing ran."
+    "The sandbox could not be set up; nothing ran. `errno` and `step` say where."
 );
+
+/// A SandboxError carrying the errno (OSError's own field) and the step.
+fn sandbox_error(py: Python<'_>, e: &SpawnError) -> PyErr {
+    let err = match e.errno() {
+        Some(n) => SandboxError::new_err((n, e.to_string())),
+        None => SandboxError::new_err(e.to_string()),
+    };
+    if let Err(set) = err.value(py).setattr("step", e.step()) {
+        return set;
+    }
+    err
+}
 
 /// What happened to one sandboxed command.
 #[pyclass(frozen, module = "janus_policy._sandbox")]
@@ -93,10 +107,26 @@ impl Outcome {
     fn method(&self) -> &'static str {
         self.r.method
     }
-    /// How the CPU share is enforced: a CPU-time budget (RLIMIT_CPU).
+    /// How the CPU share was enforced: a cgroup quota, else a CPU-time budget.
     #[getter]
     fn cpu_limit(&self) -> &'static str {
-        "rlimit_cpu"
+        if self.r.cgroup {
+            "cgroup_quota"
+        } else {
+            "rlimit_cpu"
+        }
+    }
+    #[getter]
+    fn cpu_s(&self) -> f64 {
+        self.r.cpu_s
+    }
+    #[getter]
+    fn memory_peak_kb(&self) -> i64 {
+        self.r.memory_peak_kb
+    }
+    #[getter]
+    fn limits(&self) -> &'static str {
+        self.r.scope
     }
     #[getter]
     fn pid(&self) -> i32 {
@@ -111,6 +141,9 @@ impl Outcome {
         d.set_item("limit", self.r.limit)?;
         d.set_item("method", self.r.method)?;
         d.set_item("cpu_limit", self.cpu_limit())?;
+        d.set_item("limits", self.r.scope)?;
+        d.set_item("cpu_s", self.r.cpu_s)?;
+        d.set_item("memory_peak_kb", self.r.memory_peak_kb)?;
         d.set_item("wall_s", self.r.wall_s)?;
         d.set_item("user_s", self.r.user_s)?;
         d.set_item("sys_s", self.r.sys_s)?;
@@ -182,7 +215,8 @@ fn parse_method(method: &str, bwrap: Option<String>) -> PyResult<Method> {
 
 /// Starts `argv` and returns once it has been exec'd inside the sandbox.
 #[pyfunction]
-#[pyo3(signature = (argv, profile, limits, *, method, bwrap=None, run_as=None))]
+#[pyo3(signature = (argv, profile, limits, *, method, bwrap=None, run_as=None, cgroups=vec![], disk_root=None, scope="per-process"))]
+#[allow(clippy::too_many_arguments)]
 fn spawn(
     py: Python<'_>,
     argv: Vec<String>,
@@ -191,7 +225,26 @@ fn spawn(
     method: &str,
     bwrap: Option<String>,
     run_as: Option<(u32, u32)>,
+    cgroups: Vec<String>,
+    disk_root: Option<String>,
+    scope: &str,
 ) -> PyResult<Sandbox> {
+    let scope = match scope {
+        "per-sandbox" => "per-sandbox",
+        "per-process" => "per-process",
+        s => {
+            return Err(PyValueError::new_err(format!(
+                "scope: {s:?} is not 'per-sandbox' or 'per-process'"
+            )))
+        }
+    };
+    for d in cgroups.iter().chain(&disk_root) {
+        if !d.starts_with('/') || d.contains('\0') || !std::path::Path::new(d).is_dir() {
+            return Err(PyValueError::new_err(format!(
+                "cgroups: {d:?} is not an existing absolute directory"
+            )));
+        }
+    }
     if argv.is_empty() || argv[0].is_empty() {
         return Err(PyValueError::new_err("argv: must name a program"));
     }
@@ -212,11 +265,17 @@ fn spawn(
     let program = profile
         .resolve_program(&argv[0])
         .map_err(|e| PyValueError::new_err(format!("command: {e}")))?;
+    let groups = cgroups.clone();
     let s = py
-        .detach(move || launch::spawn(&program, &argv[1..], &profile, &l, &m, run_as))
-        .map_err(SandboxError::new_err)?;
+        .detach(move || launch::spawn(&program, &argv[1..], &profile, &l, &m, run_as, &groups))
+        .map_err(|e| sandbox_error(py, &e))?;
+    let accounting = Accounting {
+        cgroups: cgroups.into_iter().map(Into::into).collect(),
+        disk_root: disk_root.map(Into::into),
+        scope,
+    };
     Ok(Sandbox {
-        run: Running::new(s, method, limits, started),
+        run: Running::new(s, method, limits, started, accounting),
     })
 }
 
@@ -245,6 +304,39 @@ fn seccomp_program<'py>(py: Python<'py>, network: bool) -> Bound<'py, PyBytes> {
     PyBytes::new(py, &seccomp::program_bytes(network))
 }
 
+/// Mounts the scratch tmpfs of one sandbox at `target`.
+#[pyfunction]
+fn mount_scratch(target: &str, size_bytes: u64, inodes: u64, owner: (u32, u32)) -> PyResult<()> {
+    host::mount_scratch(target, size_bytes, inodes, owner).map_err(|e| {
+        PyOSError::new_err((
+            e.raw_os_error().unwrap_or(0),
+            format!("mount scratch on {target}: {e}"),
+        ))
+    })
+}
+
+/// Binds the O_PATH descriptor `fd` onto `target`.
+#[pyfunction]
+fn bind_fd(fd: i32, target: &str, readonly: bool) -> PyResult<()> {
+    host::bind_fd(fd, target, readonly).map_err(|e| {
+        PyOSError::new_err((
+            e.raw_os_error().unwrap_or(0),
+            format!("bind onto {target}: {e}"),
+        ))
+    })
+}
+
+/// Detaches the mount at `target` with everything beneath it.
+#[pyfunction]
+fn detach(target: &str) -> PyResult<()> {
+    host::detach(target).map_err(|e| {
+        PyOSError::new_err((
+            e.raw_os_error().unwrap_or(0),
+            format!("unmount {target}: {e}"),
+        ))
+    })
+}
+
 /// SIGKILLs every sandbox this process started that is still alive.
 #[pyfunction]
 fn kill_all() -> usize {
@@ -263,5 +355,8 @@ fn _sandbox(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(bwrap_command, m)?)?;
     m.add_function(wrap_pyfunction!(seccomp_program, m)?)?;
     m.add_function(wrap_pyfunction!(kill_all, m)?)?;
+    m.add_function(wrap_pyfunction!(mount_scratch, m)?)?;
+    m.add_function(wrap_pyfunction!(bind_fd, m)?)?;
+    m.add_function(wrap_pyfunction!(detach, m)?)?;
     Ok(())
 }

@@ -16,7 +16,8 @@ pub enum MountOp {
         dst: String,
         optional: bool,
     },
-    /// The one writable host directory.
+    /// A writable host directory: the work dir, or the scratch space behind
+    /// /tmp and /dev/shm.
     RwBind {
         src: String,
         dst: String,
@@ -36,8 +37,11 @@ pub enum MountOp {
     Dev {
         dst: String,
     },
-    /// Last step: the root itself (a tmpfs) becomes read-only.
-    RemountRoRoot,
+    /// A mount made read-only: /dev once populated, and last of all the
+    /// root itself (a tmpfs).
+    RemountRo {
+        dst: String,
+    },
 }
 
 fn check_abs(field: &str, p: &str) -> PyResult<()> {
@@ -78,12 +82,19 @@ pub struct Profile {
     pub tmp_size_mb: u64,
     #[pyo3(get)]
     pub hostname: String,
+    /// The host directory shown at `workdir`, when it is not `workdir` itself.
+    #[pyo3(get)]
+    pub workdir_source: Option<String>,
+    /// A host directory shown at both /tmp and /dev/shm instead of private
+    /// tmpfs mounts, so that they share the space it lives on.
+    #[pyo3(get)]
+    pub scratch: Option<String>,
 }
 
 #[pymethods]
 impl Profile {
     #[new]
-    #[pyo3(signature = (*, workdir, ro_binds=vec![], ro_binds_try=vec![], symlinks=vec![], env=vec![], network=false, tmp_size_mb=100, hostname=None))]
+    #[pyo3(signature = (*, workdir, ro_binds=vec![], ro_binds_try=vec![], symlinks=vec![], env=vec![], network=false, tmp_size_mb=100, hostname=None, workdir_source=None, scratch=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         workdir: String,
@@ -94,8 +105,16 @@ impl Profile {
         network: bool,
         tmp_size_mb: i64,
         hostname: Option<String>,
+        workdir_source: Option<String>,
+        scratch: Option<String>,
     ) -> PyResult<Self> {
         check_abs("workdir", &workdir)?;
+        if let Some(s) = &workdir_source {
+            check_abs("workdir_source", s)?;
+        }
+        if let Some(s) = &scratch {
+            check_abs("scratch", s)?;
+        }
         if workdir == "/" {
             return Err(PyValueError::new_err(
                 "workdir: '/' cannot be the writable work dir",
@@ -134,6 +153,8 @@ impl Profile {
             network,
             tmp_size_mb: tmp_size_mb as u64,
             hostname,
+            workdir_source,
+            scratch,
         })
     }
 
@@ -151,18 +172,28 @@ impl Profile {
     /// /proc, /dev and the private /tmp come first and the binds after them,
     /// parents before children: a read-only path under /tmp or inside the work
     /// dir (or a work dir inside a read-only path) would otherwise be covered
-    /// by a later mount and silently vanish.
+    /// by a later mount and silently vanish. /dev holds the standard nodes
+    /// only and is read-only: /dev/shm is the one writable place in it.
     pub fn mount_ops(&self) -> Vec<MountOp> {
         let mut ops = vec![
             MountOp::Proc {
                 dst: "/proc".into(),
             },
             MountOp::Dev { dst: "/dev".into() },
-            MountOp::Tmpfs {
-                dst: "/tmp".into(),
-                size: self.tmp_size_mb << 20,
-            },
         ];
+        for dst in ["/tmp", "/dev/shm"] {
+            ops.push(match &self.scratch {
+                Some(src) => MountOp::RwBind {
+                    src: src.clone(),
+                    dst: dst.into(),
+                },
+                None => MountOp::Tmpfs {
+                    dst: dst.into(),
+                    size: self.tmp_size_mb << 20,
+                },
+            });
+        }
+        ops.push(MountOp::RemountRo { dst: "/dev".into() });
         let mut binds = Vec::new();
         for (src, dst) in &self.ro_binds {
             binds.push(MountOp::RoBind {
@@ -179,7 +210,10 @@ impl Profile {
             });
         }
         binds.push(MountOp::RwBind {
-            src: self.workdir.clone(),
+            src: self
+                .workdir_source
+                .clone()
+                .unwrap_or_else(|| self.workdir.clone()),
             dst: self.workdir.clone(),
         });
         let depth = |op: &MountOp| match op {
@@ -197,7 +231,7 @@ impl Profile {
                 link: link.clone(),
             });
         }
-        ops.push(MountOp::RemountRoRoot);
+        ops.push(MountOp::RemountRo { dst: "/".into() });
         ops
     }
 
@@ -355,11 +389,13 @@ mod tests {
             network: false,
             tmp_size_mb: 1,
             hostname: "h".into(),
+            workdir_source: None,
+            scratch: None,
         };
         let ops = p.mount_ops();
         assert!(position(&ops, "/tmp") < position(&ops, "/tmp/data"));
         assert!(position(&ops, "/srv") < position(&ops, "/srv/work"));
         assert!(position(&ops, "/srv/work") < position(&ops, "/srv/work/inputs"));
-        assert_eq!(ops.last(), Some(&MountOp::RemountRoRoot));
+        assert_eq!(ops.last(), Some(&MountOp::RemountRo { dst: "/".into() }));
     }
 }

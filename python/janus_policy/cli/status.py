@@ -102,6 +102,7 @@ def gather(state_dir: Path) -> dict[str, Any]:
             else None
         ),
         "governor": governor if isinstance(governor, dict) else None,
+        "limits": own.get("limits"),
         "queue": _queue(state_dir),
         "emergency_stop": control.stop_flag(state_dir),
     }
@@ -193,6 +194,11 @@ def render(report: dict[str, Any]) -> str:
         rows.append(("policy", f"{report['policy_digest']} ({report['policy']})"))
         ex = report["executions"]
         rows.append(("executions", f"{ex['running']} running of at most {ex['max_concurrent']}"))
+    limits = report["limits"]
+    if isinstance(limits, dict):
+        why = f" ({limits.get('reason')})" if limits.get("reason") else ""
+        refused = "; auto-execution refused" if limits.get("refused") else ""
+        rows.append(("limits", f"{limits.get('scope')}{why}{refused}"))
     if report["governor"] is not None:
         rows.append(("governor", _governor_line(report["governor"])))
     rows.append(("emergency stop", _stop_line(report["emergency_stop"])))

@@ -38,7 +38,7 @@ LIMIT_KEYS = (
     "output_cap_bytes",
     "grace_s",
 )
-KILLED_BY = frozenset({"killed", "memory", "cpu", "disk"})
+KILLED_BY = frozenset({"killed", "memory", "cpu", "disk", "pids"})
 ERROR_TAIL = 500
 
 
@@ -65,6 +65,13 @@ class ToolExecutor:
         self.config = config
         self.registry = registry or ToolRegistry.from_config(config)
         self.runner = runner or SandboxRunner(config.sandbox)
+
+    @property
+    def refuses_auto_execution(self) -> bool:
+        """Limits that hold per process only are not limits on an action that
+        forks: auto-execution is refused unless agent.yaml accepts them."""
+        scope, _ = self.runner.limits
+        return scope != "per-sandbox" and not self.config.auto_executor.accept_per_process_limits
 
     def resolve_limits(self, tool: Tool, decision_limits: Mapping[str, Any]) -> dict[str, Any]:
         """decision ∩ tool defaults ∩ tool config ∩ global maxima: the
@@ -122,6 +129,16 @@ class ToolExecutor:
                     argv,
                     f"{tool.name}: this proposal is not read-only; it never runs unsandboxed",
                 )
+            if self.refuses_auto_execution:
+                _, why = self.runner.limits
+                return Execution(
+                    "failed",
+                    None,
+                    limits,
+                    argv,
+                    f"limits would hold per process only ({why}); refusing to execute. "
+                    "Set auto_executor.accept_per_process_limits: true to accept that",
+                )
             profile = self.runner.profile(
                 workdir,
                 network=invocation.network and limits["network"],
@@ -132,7 +149,9 @@ class ToolExecutor:
             values = {k: limits[k] for k in LIMIT_KEYS if k in limits}
             if halted is not None and halted():
                 return Execution("killed", None, limits, argv, "emergency stop: never started")
-            sandbox = self.runner.spawn(argv, profile, make_limits(values))
+            sandbox = self.runner.spawn(
+                argv, profile, make_limits(values), keep_results=fresh is None
+            )
             # A stop between the check and the spawn: its kill_all may have come
             # before this sandbox existed.
             if halted is not None and halted():
@@ -149,19 +168,18 @@ class ToolExecutor:
         return Execution(status, outcome.to_dict(), limits, argv, error)
 
     def _make_dir(self, path: Path) -> None:
-        """Creates a dir the sandbox uid can traverse (not list). One that
-        exists must be a real directory of ours (or of the sandbox uid) that
-        others cannot write: it usually lives in the shared temp dir, where
-        anyone could have put a link or a dir of their own first."""
-        path.mkdir(mode=0o711, parents=True, exist_ok=True)
+        """Creates a private dir. One that exists must be a real directory of
+        ours that others cannot write: it usually lives in the shared temp
+        dir, where anyone could have put a link or a dir of their own first.
+        (The sandbox never sees it: under root its contents go through the
+        sandbox's own scratch space.)"""
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
         st = path.lstat()
         if not stat.S_ISDIR(st.st_mode):
             raise OSError(f"work dir {str(path)!r} is not a directory (a link or a file)")
-        if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+        if st.st_mode & 0o022:
             raise OSError(f"work dir {str(path)!r} is writable by others; refusing to use it")
-        run_as = self.config.sandbox.run_as
-        owners = {os.geteuid(), *(run_as[:1] if run_as else ())}
-        if st.st_uid not in owners:
+        if st.st_uid != os.geteuid():
             raise OSError(f"work dir {str(path)!r} belongs to uid {st.st_uid}, not to this service")
 
 

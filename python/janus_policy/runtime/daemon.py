@@ -253,12 +253,18 @@ class Daemon:
             policy=str(self.policy.path),
             policy_digest=self.policy.digest,
             sandbox=self._method(),
+            limits=self._limits(),
             emergency_stop=stopped,
         )
         for r in recovered:
             self.log("interrupted", proposal_id=r.id, tool=r.tool, now=r.state)
         if caught_up:
             self.log("audit_caught_up", records=caught_up)
+
+    def _limits(self) -> dict[str, Any]:
+        """Whether limits hold per sandbox here, and whether that stops auto-execution."""
+        scope, why = self.tools.runner.limits
+        return {"scope": scope, "reason": why, "refused": self.tools.refuses_auto_execution}
 
     def _method(self) -> str:
         """The sandbox method, probed now (not at the first execution)."""
@@ -393,6 +399,7 @@ class Daemon:
             "max_concurrent": self.auto.max_concurrent,
             "counts": self.store.counts(),
             "governor": self.governor.status(),
+            "limits": self._limits(),
             "agent": self.cycle.status() if self.cycle else None,
         }
 

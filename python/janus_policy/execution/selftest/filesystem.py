@@ -210,7 +210,6 @@ def check_symlinks(b: Battery) -> Verdict:
     tok = secrets.token_hex(8)
     secret = b.base / "outside" / "secret.txt"
     _plant(secret, f"secret {tok}\n")
-    work = b.workdir("links")
     links = {
         "shadow": "/etc/shadow",
         "root-ssh": "/root/.ssh",
@@ -218,17 +217,33 @@ def check_symlinks(b: Battery) -> Verdict:
         "planted": str(secret),
         "planted-dir": str(secret.parent),
     }
+    # Links planted on the host: a work dir that holds one is refused where
+    # its contents are copied in; where it is bound as it is, they resolve
+    # inside the sandbox's own view.
+    host = b.workdir("links-host")
     for name, target in links.items():
-        (work / name).symlink_to(target)
+        (host / name).symlink_to(target)
+    notes = []
+    try:
+        o = b.run(_perl("paths.pl", *[f"read:{host / n}" for n in links]), workdir=host)
+        planted_opened = [n for n, r in _results(o).items() if r == "OK"]
+        notes.append(f"host-planted links opened inside: {planted_opened}")
+    except InputError as e:
+        planted_opened = []
+        notes.append(f"work dir with host-planted links refused ({e.code})")
+    # Links the command makes itself.
+    work = b.workdir("links")
+    made = [f"symlink:{work / n}={t}" for n, t in links.items()]
     probes = [f"read:{work / n}" for n in links] + [f"exists:{work / 'planted-dir'}/secret.txt"]
     probes += [f"read:/proc/self/root{secret}", f"read:/proc/1/root{secret}", f"read:{secret}"]
-    o = b.run(_perl("paths.pl", *probes), workdir=work)
+    o = b.run(_perl("paths.pl", *made, *probes), workdir=work)
     res = _results(o)
-    opened = [p for p in probes if res.get(p) == "OK"]
+    opened = [p for p in probes if res.get(p) == "OK"] + planted_opened
     leaked = tok.encode() in o.stdout or b"root:" in o.stdout
-    ok = len(res) == len(probes) and not opened and not leaked
+    ok = len(res) == len(probes) + len(made) and not opened and not leaked
     return ok, (
+        "; ".join(notes) + "; "
         f"planted secret {secret} (mode 0644); opened inside: {opened}"
         + ("; SECRET LEAKED" if leaked else "")
-        + ("" if len(res) == len(probes) else f"; {_show(o)}")
+        + ("" if len(res) == len(probes) + len(made) else f"; {_show(o)}")
     )

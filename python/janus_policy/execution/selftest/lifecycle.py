@@ -45,7 +45,6 @@ def check_double_fork(b: Battery) -> Verdict:
         Limits(timeout_s=10),
     )
     started = _poll(lambda: bool(_host_pids_with(marker)), 5.0)
-    (work / "release").touch()
     o = sb.wait()
     left = _survivors(marker)
     ok = started and o.limit == "none" and o.exit_code == 0 and not left
@@ -60,7 +59,7 @@ def _kill_host_process(b: Battery, settled: bool) -> Verdict:
     cfg = {
         "method": b.method,
         "bwrap": b.runner.bwrap if b.method == "bwrap" else None,
-        "run_as": b.runner.settings.run_as,
+        "uid_range": b.runner.settings.uid_range,
         "marker": marker,
         "workdir": str(b.workdir("orphan")),
     }
@@ -96,7 +95,7 @@ def check_inherited_fds(b: Battery) -> Verdict:
     cfg = {
         "method": b.method,
         "bwrap": b.runner.bwrap if b.method == "bwrap" else None,
-        "run_as": b.runner.settings.run_as,
+        "uid_range": b.runner.settings.uid_range,
         "secret": str(secret),
         "workdir": str(b.workdir("inherited-work")),
     }
@@ -188,7 +187,7 @@ def check_fail_closed(b: Battery) -> Verdict:
     # Inside the sandbox no namespace can be created: the runner must refuse there.
     # It runs as the calling uid so the interpreter's prefix (possibly under a
     # private home) can be bound; inside, that uid holds no capabilities.
-    runner = SandboxRunner(replace(b.runner.settings, method=b.method, run_as=None))
+    runner = SandboxRunner(replace(b.runner.settings, method=b.method, uid_range=None))
     work = b.workdir("nested")
     inner_fake = work / "bwrap-broken"
     shutil.copy(fake, inner_fake)

@@ -14,7 +14,7 @@ import stat
 import subprocess
 from contextlib import suppress
 
-from janus_policy.execution.sandbox import DEFAULT_PATH, ENV_PASSTHROUGH, NOBODY
+from janus_policy.execution.sandbox import DEFAULT_PATH, ENV_PASSTHROUGH
 from janus_policy.execution.selftest.battery import (
     Battery,
     Verdict,
@@ -117,7 +117,7 @@ def check_setuid(b: Battery) -> Verdict:
     binaries = _setuid_root_binaries()
     calibrated: list[str] = []
     if binaries:
-        uid, gid = NOBODY if os.geteuid() == 0 else (None, None)
+        uid, gid = (65534, 65534) if os.geteuid() == 0 else (None, None)  # nobody
         host = subprocess.run(
             ["perl", "-e", probe("setuid.pl"), *binaries],
             capture_output=True,

@@ -1,5 +1,5 @@
 # $1: the decimals of the escapee's unique `sleep 1000.N`; the command itself ends
-# once `release` appears in its work dir.
+# a second later, while the host is watching the escapee run.
 setsid nohup sleep "1000.$1" >/dev/null 2>&1 &
-while [ ! -e release ]; do sleep 0.02; done
+sleep 1
 exit 0

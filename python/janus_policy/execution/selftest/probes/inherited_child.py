@@ -1,7 +1,7 @@
 """A host process with fds 3 and 4 open starts a sandbox whose shell lists its own
 fds; prints {"exit": ..., "fds": the `ls -l` listing} as JSON.
 
-argv[1]: JSON with method, bwrap, run_as, secret (a file to open as fd 4) and workdir.
+argv[1]: JSON with method, bwrap, uid_range, secret (a file to open as fd 4) and workdir.
 """
 
 import json
@@ -16,8 +16,8 @@ os.dup2(os.open("/", os.O_RDONLY | os.O_DIRECTORY), 3)
 os.dup2(os.open(c["secret"], os.O_RDONLY), 4)
 for fd in (3, 4):
     os.set_inheritable(fd, True)
-run_as = tuple(c["run_as"]) if c["run_as"] else None
-r = SandboxRunner(SandboxSettings(method=c["method"], bwrap_path=c["bwrap"], run_as=run_as))
+uid_range = tuple(c["uid_range"]) if c["uid_range"] else None
+r = SandboxRunner(SandboxSettings(method=c["method"], bwrap_path=c["bwrap"], uid_range=uid_range))
 probe = "ls -l /proc/$$/fd/"  # the shell's own fds, listed by a child
 o = r.spawn(["sh", "-c", probe], r.profile(c["workdir"]), Limits(timeout_s=20)).wait()
 print(json.dumps({"exit": o.exit_code, "fds": o.stdout.decode(errors="replace")}))

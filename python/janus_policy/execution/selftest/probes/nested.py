@@ -23,10 +23,10 @@ unshare = subprocess.run(["unshare", "-U", "true"], capture_output=True, check=F
 out: dict[str, object] = {"unshare -U": unshare.returncode}
 out["allow_unsandboxed default"] = SandboxSettings().allow_unsandboxed
 cases = {
-    "auto": SandboxSettings(run_as=None),
-    "bwrap": SandboxSettings(method="bwrap", run_as=None),
-    "native": SandboxSettings(method="native", run_as=None),
-    "auto, broken bwrap": SandboxSettings(bwrap_path=fake, run_as=None),
+    "auto": SandboxSettings(uid_range=None),
+    "bwrap": SandboxSettings(method="bwrap", uid_range=None),
+    "native": SandboxSettings(method="native", uid_range=None),
+    "auto, broken bwrap": SandboxSettings(bwrap_path=fake, uid_range=None),
 }
 for label, settings in cases.items():
     runner = SandboxRunner(settings)
@@ -37,7 +37,7 @@ for label, settings in cases.items():
     except SandboxUnavailable as e:
         out[label] = "refused: " + str(e)
 try:
-    anything = SandboxRunner(SandboxSettings(run_as=None, allow_unsandboxed=True))
+    anything = SandboxRunner(SandboxSettings(uid_range=None, allow_unsandboxed=True))
     run_selftest(anything, only=["exit-code"])
     out["battery, unsandboxed allowed"] = "RAN"
 except SandboxUnavailable as e:

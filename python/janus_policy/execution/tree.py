@@ -1,0 +1,223 @@
+"""Paths and file trees handled by descriptor, never by following a link.
+
+A sandbox can leave links behind in what it writes, and a path an operator
+names can pass through a dir someone else controls. So every path the
+sandbox is shown is opened component by component with O_NOFOLLOW (a link
+anywhere is refused), and trees are copied between the host and a sandbox's
+scratch space through directory descriptors: nothing here resolves a name
+that a link could redirect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["LinkInPath", "Manifest", "TreeRefused", "copy_back", "copy_in", "open_path"]
+
+#: Bounds of one tree copy: entries and depth (bytes are bounded by the scratch size).
+MAX_ENTRIES = 100_000
+MAX_DEPTH = 64
+#: What a result keeps of its mode: no setuid, setgid or sticky bit, and no
+#: write for group or others.
+RESULT_MODE = 0o755
+
+
+class LinkInPath(OSError):
+    """A component of the path is a symbolic link."""
+
+
+class TreeRefused(OSError):
+    """A tree holds something that cannot be copied (a link, a device, too many entries)."""
+
+
+def open_path(path: Path, *, directory: bool, flags: int = os.O_PATH) -> int:
+    """A descriptor for the absolute `path`, walked from / without following
+    any symbolic link. Raises LinkInPath naming the link, or OSError."""
+    if not path.is_absolute():
+        raise OSError(errno.EINVAL, f"{str(path)!r} is not an absolute path")
+    parts = Path(os.path.normpath(path)).parts[1:]
+    fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            mode = (flags if last else os.O_PATH) | os.O_NOFOLLOW | os.O_CLOEXEC
+            if not last or directory:
+                mode |= os.O_DIRECTORY
+            try:
+                nfd = os.open(part, mode, dir_fd=fd)
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link(part, fd):
+                    prefix = "/" + "/".join(parts[: i + 1])
+                    raise LinkInPath(
+                        errno.ELOOP, f"{prefix!r} is a symbolic link (links are never followed)"
+                    ) from None
+                raise
+            os.close(fd)
+            fd = nfd
+        if stat.S_ISLNK(os.fstat(fd).st_mode):
+            raise LinkInPath(errno.ELOOP, f"{str(path)!r} is a symbolic link")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _is_link(name: str, dir_fd: int) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+@contextmanager
+def _dir(name: str, dir_fd: int) -> Iterator[int]:
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class Manifest:
+    """What was copied into the scratch space: (inode, size, mtime) of each
+    file there, so that copying back can skip what the sandbox left alone."""
+
+    files: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    entries: int = 0
+
+    def count(self, rel: str, depth: int) -> None:
+        self.entries += 1
+        if self.entries > MAX_ENTRIES or depth > MAX_DEPTH:
+            raise TreeRefused(
+                errno.E2BIG, f"more than {MAX_ENTRIES} entries or {MAX_DEPTH} levels at {rel!r}"
+            )
+
+
+def _copy_file(src_fd: int, dst_fd: int, size: int) -> None:
+    left = size
+    while left > 0:
+        n = os.sendfile(dst_fd, src_fd, None, min(left, 1 << 30))
+        if n == 0:
+            break
+        left -= n
+
+
+def copy_in(
+    src: int, dst: int, owner: tuple[int, int] | None, m: Manifest | None = None
+) -> Manifest:
+    """Copies the tree of directory fd `src` into directory fd `dst`, giving
+    every copy to `owner`. Only regular files and directories are copied; a
+    link or a special file refuses the whole tree (TreeRefused)."""
+    m = m or Manifest()
+    _copy_in(src, dst, owner, m, ("", 0))
+    return m
+
+
+def _copy_in(
+    src: int, dst: int, owner: tuple[int, int] | None, m: Manifest, at: tuple[str, int]
+) -> None:
+    rel, depth = at
+    with os.scandir(src) as it:
+        entries = list(it)
+    for e in entries:
+        path = f"{rel}/{e.name}" if rel else e.name
+        m.count(path, depth)
+        st = e.stat(follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            os.mkdir(e.name, 0o700, dir_fd=dst)
+            with _dir(e.name, src) as s, _dir(e.name, dst) as d:
+                _copy_in(s, d, owner, m, (path, depth + 1))
+                os.chmod(d, stat.S_IMODE(st.st_mode) & 0o777 | 0o700)
+                if owner:
+                    os.fchown(d, *owner)
+        elif stat.S_ISREG(st.st_mode):
+            fs = os.open(e.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src)
+            try:
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                fd = os.open(e.name, flags, 0o600, dir_fd=dst)
+                try:
+                    _copy_file(fs, fd, st.st_size)
+                    os.fchmod(fd, stat.S_IMODE(st.st_mode) & 0o777)
+                    if owner:
+                        os.fchown(fd, *owner)
+                    os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+                    copy = os.fstat(fd)
+                    m.files[path] = (copy.st_ino, copy.st_size, copy.st_mtime_ns)
+                finally:
+                    os.close(fd)
+            finally:
+                os.close(fs)
+        else:
+            raise TreeRefused(
+                errno.EPERM, f"{path!r} is a link or a special file; only files and dirs are copied"
+            )
+
+
+def copy_back(src: int, dst: int, m: Manifest) -> None:
+    """Makes the tree of directory fd `dst` what the sandbox left in `src`:
+    removed entries removed, new and changed files written (owned by the
+    caller, modes cut to RESULT_MODE), links and special files left out."""
+    m.entries = 0
+    _copy_back(src, dst, m, "", 0)
+
+
+def _kind(mode: int) -> str:
+    return "dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
+
+
+def _copy_back(src: int, dst: int, m: Manifest, rel: str, depth: int) -> None:
+    with os.scandir(src) as it:
+        made = {e.name: e.stat(follow_symlinks=False) for e in it}
+    with os.scandir(dst) as it:
+        there = {e.name: e.stat(follow_symlinks=False) for e in it}
+    for name, st in there.items():
+        new = made.get(name)
+        if new is None or _kind(new.st_mode) != _kind(st.st_mode) or _kind(new.st_mode) == "other":
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(name, dir_fd=dst)
+            else:
+                os.unlink(name, dir_fd=dst)
+    for name, st in made.items():
+        path = f"{rel}/{name}" if rel else name
+        m.count(path, depth)
+        if stat.S_ISDIR(st.st_mode):
+            if name not in there or not stat.S_ISDIR(there[name].st_mode):
+                os.mkdir(name, 0o700, dir_fd=dst)
+            with _dir(name, src) as s, _dir(name, dst) as d:
+                _copy_back(s, d, m, path, depth + 1)
+                os.chmod(d, stat.S_IMODE(st.st_mode) & RESULT_MODE | 0o700)
+        elif stat.S_ISREG(st.st_mode):
+            unchanged = m.files.get(path) == (st.st_ino, st.st_size, st.st_mtime_ns)
+            if unchanged and name in there:
+                continue
+            _write_result(src, dst, name, st)
+
+
+def _write_result(src: int, dst: int, name: str, st: os.stat_result) -> None:
+    tmp = f".{name}.janus-partial"
+    fs = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src)
+    try:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(tmp, flags, 0o600, dir_fd=dst)
+        try:
+            _copy_file(fs, fd, st.st_size)
+            os.fchmod(fd, stat.S_IMODE(st.st_mode) & RESULT_MODE)
+            os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+        finally:
+            os.close(fd)
+        os.rename(tmp, name, src_dir_fd=dst, dst_dir_fd=dst)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dst)
+        raise
+    finally:
+        os.close(fs)
