@@ -194,10 +194,10 @@ def test_a_link_in_the_work_dir_path_is_refused(runner: SandboxRunner, tmp_path:
     (tmp_path / "link").symlink_to(tmp_path / "real")
     with pytest.raises(InputError) as e:
         runner.profile(tmp_path / "link")
-    assert e.value.code == "E210"
+    assert e.value.code == "E212"
     with pytest.raises(InputError) as e:
         runner.profile(tmp_path / "real", read_only_paths=[tmp_path / "link"])
-    assert e.value.code == "E210"
+    assert e.value.code == "E212"
 
 
 def test_a_link_left_in_a_kept_dir_redirects_nothing(whole: SandboxRunner, private: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -857,8 +858,12 @@ def test_a_sandbox_that_cannot_start_fails(
     assert "no sandbox method works on this host" in (e.error or "")
 
 
-def unsandboxed(config: AgentConfig) -> ToolExecutor:
-    """An executor that runs without a sandbox (allowed for read-only proposals only)."""
+def unsandboxed(config: AgentConfig, *, accept: bool = True) -> ToolExecutor:
+    """An executor that runs without a sandbox (allowed for read-only proposals
+    only, and only where agent.yaml accepts limits that hold per process)."""
+    config = replace(
+        config, auto_executor=replace(config.auto_executor, accept_per_process_limits=accept)
+    )
     runner = SandboxRunner(
         SandboxSettings(
             method="unsandboxed",
@@ -867,6 +872,17 @@ def unsandboxed(config: AgentConfig) -> ToolExecutor:
         )
     )
     return ToolExecutor(config, ToolRegistry.from_config(config), runner)
+
+
+def test_per_process_limits_refuse_execution_unless_accepted(
+    config: AgentConfig, base: Path
+) -> None:
+    ex = unsandboxed(config, accept=False)
+    assert ex.refuses_auto_execution
+    e = run(ex, proposal("shell", command=f"cat {base}/data/hello.txt"))
+    assert (e.status, e.outcome) == ("failed", None)
+    assert "limits would hold per process only" in (e.error or "")
+    assert "accept_per_process_limits" in (e.error or "")
 
 
 def test_unsandboxed_runs_only_read_only_tools(config: AgentConfig, base: Path) -> None:

@@ -144,9 +144,10 @@ def summary(o: Outcome) -> str:
         f"exit {o.exit_code}" + (f" (signal {o.signal})" if o.signal else ""),
         f"limit {o.limit}",
         f"method {o.method}",
+        f"limits {o.limits}",
         f"wall {o.wall_s:.3f}s",
-        f"cpu {o.user_s + o.sys_s:.3f}s",
-        f"max rss {o.max_rss_kb / 1024:.1f} MiB",
+        f"cpu {o.cpu_s:.3f}s",
+        f"peak memory {o.memory_peak_kb / 1024:.1f} MiB",
     ]
     for stream, total, cut in (
         ("stdout", o.stdout_bytes, o.stdout_truncated),
@@ -169,9 +170,16 @@ def selftest(args: argparse.Namespace) -> int:
         print("janus-policy: the battery refuses to run without a sandbox.", file=sys.stderr)
         return EXIT_USAGE
     failed = [r for r in results if not r.passed]
+    scope, why = runner.limits
     if args.format == "json":
         print_json(
-            {"method": method, "passed": not failed, "checks": [r.to_dict() for r in results]}
+            {
+                "method": method,
+                "limits": scope,
+                "limits_reason": why,
+                "passed": not failed,
+                "checks": [r.to_dict() for r in results],
+            }
         )
     else:
         rows = [[r.name, r.must_hold, "pass" if r.passed else "FAIL"] for r in results]
@@ -181,5 +189,9 @@ def selftest(args: argparse.Namespace) -> int:
         print(
             f"\n{len(results) - len(failed)} passed, {len(failed)} failed "
             f"(method {method}, bwrap {runner.bwrap or 'none'})"
+        )
+        print(
+            f"limits: {scope}"
+            + (f" ({why}; auto-execution refused unless accepted)" if why else "")
         )
     return EXIT_FINDINGS if failed else EXIT_OK

@@ -388,7 +388,7 @@ class SandboxRunner:
                 os.close(tree.open_path(p, directory=False))
             except tree.LinkInPath as e:
                 raise InputError(
-                    "E210", f"read-only path: {e.strerror}", None, "read_only_paths"
+                    "E212", f"read-only path: {e.strerror}", None, "read_only_paths"
                 ) from None
             except OSError as e:
                 raise InputError(
@@ -426,7 +426,7 @@ class SandboxRunner:
         try:
             fd = tree.open_path(workdir, directory=True)
         except tree.LinkInPath as e:
-            raise InputError("E210", f"work dir: {e.strerror}", None, "workdir") from None
+            raise InputError("E212", f"work dir: {e.strerror}", None, "workdir") from None
         except OSError as e:
             raise InputError(
                 "E205", f"work dir {str(workdir)!r}: {e.strerror}", None, "workdir"

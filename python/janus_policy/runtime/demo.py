@@ -138,7 +138,6 @@ def _directory(root: Path | None) -> Path:
         root.mkdir(parents=True, exist_ok=True)
         if any(root.iterdir()):
             raise InputError("E000", "the demo needs an empty directory", Location(str(root)))
-    root.chmod(0o755)  # sandboxes (uid 65534 under root) reach their work dirs through it
     return root
 
 

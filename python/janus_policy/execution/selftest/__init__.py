@@ -150,6 +150,17 @@ CHECKS: list[Check] = [
         limits.check_memory,
     ),
     Check(
+        "limit-memory-tree",
+        "8 processes of 40 MiB under memory_mb 128 end at the limit together: limit 'memory', "
+        "peak within it",
+        limits.check_memory_tree,
+    ),
+    Check(
+        "limit-memfd",
+        "256 MiB written into a memfd under memory_mb 64 ends at the limit: limit 'memory'",
+        limits.check_memfd,
+    ),
+    Check(
         "limit-disk-file",
         "a file past the disk limit is stopped by SIGXFSZ (limit 'disk')",
         limits.check_disk_file,
@@ -160,9 +171,24 @@ CHECKS: list[Check] = [
         limits.check_tmp_cap,
     ),
     Check(
+        "limit-disk-whole",
+        "files in the work dir, /tmp and /dev/shm add up to at most disk_mb: limit 'disk'",
+        limits.check_disk_whole,
+    ),
+    Check(
+        "dev-no-data",
+        "/dev holds only its nodes (read-only); /dev/shm is the scratch space",
+        filesystem.check_dev_no_data,
+    ),
+    Check(
         "limit-cpu",
         "a CPU spin stops at its budget (cpu_percent x timeout_s): limit 'cpu'",
         limits.check_cpu,
+    ),
+    Check(
+        "limit-cpu-quota",
+        "cpu_percent is a quota for the whole tree: 4 spinners at 25% get at most ~0.5 s in 2 s",
+        limits.check_cpu_quota,
     ),
     Check(
         "limit-timeout",
@@ -178,6 +204,28 @@ CHECKS: list[Check] = [
         "no-survivor-double-fork",
         "a setsid/nohup double-forked sleep does not outlive the sandbox",
         lifecycle.check_double_fork,
+    ),
+    Check(
+        "uid-per-sandbox",
+        "live sandboxes run as distinct host uids that are no account; a kept file carries no "
+        "setuid bit and belongs to the caller",
+        privilege.check_uid_per_sandbox,
+    ),
+    Check(
+        "workdir-not-adopted",
+        "an existing work dir keeps its owner and mode; system paths and paths through links are "
+        "refused; a 0700 parent is no obstacle",
+        filesystem.check_workdir_not_adopted,
+    ),
+    Check(
+        "pid1-confined",
+        "the sandbox's pid 1 holds no capability and runs under the seccomp filter",
+        privilege.check_pid1_confined,
+    ),
+    Check(
+        "verdict-from-kernel",
+        "exit 152, 'out of memory' on stderr or a self-sent SIGXCPU names no limit",
+        lifecycle.check_verdict_from_kernel,
     ),
     Check(
         "dies-with-host-process",

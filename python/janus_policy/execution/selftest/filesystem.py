@@ -247,3 +247,53 @@ def check_symlinks(b: Battery) -> Verdict:
         + ("; SECRET LEAKED" if leaked else "")
         + ("" if len(res) == len(probes) + len(made) else f"; {_show(o)}")
     )
+
+
+def check_dev_no_data(b: Battery) -> Verdict:
+    o = b.run(
+        ["sh", "-c", "echo x > /dev/stash && echo wrote-dev; echo y > /dev/shm/s && echo wrote-shm"]
+    )
+    ok = b"wrote-dev" not in o.stdout and b"wrote-shm" in o.stdout
+    return ok, f"/dev read-only, /dev/shm writable (within the disk limit): {_show(o)}"
+
+
+def check_workdir_not_adopted(b: Battery) -> Verdict:
+    notes, ok = [], True
+    work = b.workdir("adopt")
+    before = work.stat()
+    b.run(["sh", "-c", "touch made"], workdir=work)
+    after = work.stat()
+    same = (before.st_uid, before.st_gid, before.st_mode) == (
+        after.st_uid,
+        after.st_gid,
+        after.st_mode,
+    )
+    ok &= same
+    notes.append(f"existing work dir owner/mode kept: {same}")
+    for system in ("/usr/local/bin", "/etc", "/"):
+        try:
+            b.runner.profile(system)
+            ok = False
+            notes.append(f"{system} accepted as a work dir")
+        except InputError as e:
+            notes.append(f"{system}: {e.code}")
+    real = b.workdir("adopt-real")
+    link = b.base / f"adopt-link-{secrets.token_hex(4)}"
+    link.symlink_to(real)
+    try:
+        b.runner.profile(link)
+        ok = False
+        notes.append("a work dir through a symbolic link was accepted")
+    except InputError as e:
+        notes.append(f"work dir through a link: {e.code}")
+    # A private (0700) parent is no obstacle where contents go through scratch space.
+    private = b.workdir("adopt-private")
+    private.chmod(0o700)
+    inner = private / "work"
+    inner.mkdir(mode=0o700)
+    o = b.run(["sh", "-c", "echo ok > result"], workdir=inner)
+    reached = o.exit_code == 0 and (inner / "result").exists()
+    if os.geteuid() == 0:
+        ok &= reached
+    notes.append(f"work dir under a 0700 parent usable: {reached}")
+    return ok, "; ".join(notes)

@@ -216,3 +216,22 @@ def check_fail_closed(b: Battery) -> Verdict:
     if ran:
         notes.append(f"COMMANDS RAN: {ran}")
     return ok, "; ".join(notes)
+
+
+def check_verdict_from_kernel(b: Battery) -> Verdict:
+    """A program cannot name its own limit: exit codes that read as signals,
+    error text that reads like a limit, a signal sent to itself."""
+    scripts = [
+        "exit 152",
+        "exit 153",
+        "echo 'out of memory' >&2; exit 1",
+        "echo 'No space left on device' >&2; exit 1",
+        "kill -XCPU $$",
+        "kill -XFSZ $$",
+    ]
+    named = {}
+    for script in scripts:
+        o = b.run(["sh", "-c", script])
+        if o.limit != "none":
+            named[script] = o.limit
+    return not named, f"limits named by the program: {named or 'none'}"

@@ -1,5 +1,7 @@
 """Limit checks: a fork bomb, memory, a file's size, /tmp's size, CPU and the
-timeout each stop where they must, reported as the limit that fired."""
+timeout each stop where they must, reported as the limit that fired; and the
+limits that hold for the whole tree (memory of many processes and of memfds,
+disk across files, /tmp and /dev/shm, a CPU quota)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import signal
 import subprocess
 import threading
 
-from janus_policy.execution.sandbox import Limits
+from janus_policy.execution.sandbox import Limits, Outcome
 from janus_policy.execution.selftest.battery import (
     Battery,
     Verdict,
@@ -129,3 +131,60 @@ def check_timeout_ignoring_term(b: Battery) -> Verdict:
     left = _survivors(marker)
     ok = o.limit == "timeout" and b"unreachable" not in o.stdout and not left
     return ok, f"{_show(o)}; survivors {left}"
+
+
+def _per_process(o: Outcome) -> str | None:
+    """Where limits hold per process only, a whole-tree check cannot hold;
+    the host says so (and the daemon refuses auto-execution) instead."""
+    if o.limits == "per-process":
+        return "limits hold per process on this host: not held for the tree (reported as such)"
+    return None
+
+
+def check_memory_tree(b: Battery) -> Verdict:
+    script = (
+        "for i in 1 2 3 4 5 6 7 8; do "
+        "perl -e '$s = q(x) x (40 << 20); sleep 3' & done; wait; exit 1"
+    )
+    o = b.run(["sh", "-c", script], limits=Limits(memory_mb=128, timeout_s=20))
+    if why := _per_process(o):
+        return True, why
+    ok = o.limit == "memory" and o.memory_peak_kb <= (128 << 10) + 1024
+    return ok, f"8 x 40 MiB under memory_mb 128: peak {o.memory_peak_kb} KiB; {_show(o)}"
+
+
+def check_memfd(b: Battery) -> Verdict:
+    script = (
+        "import os\nfd = os.memfd_create('x')\n"
+        "for _ in range(256): os.write(fd, b'x' * (1 << 20))\nprint('wrote 256 MiB')"
+    )
+    o = b.run(["python3", "-c", script], limits=Limits(memory_mb=64, timeout_s=20))
+    if why := _per_process(o):
+        return True, why
+    ok = o.limit == "memory" and b"wrote" not in o.stdout
+    return ok, f"256 MiB into a memfd under memory_mb 64: {_show(o)}"
+
+
+def check_disk_whole(b: Battery) -> Verdict:
+    work = b.workdir("disk-whole")
+    script = (
+        "for i in 1 2 3 4 5 6; do head -c 3000000 /dev/zero > f$i || exit 1; done; "
+        "head -c 3000000 /dev/zero > /tmp/t || exit 1; head -c 3000000 /dev/zero > /dev/shm/s"
+    )
+    o = b.run(["sh", "-c", script], limits=Limits(disk_mb=10, timeout_s=20), workdir=work)
+    kept = sum(p.stat().st_size for p in work.iterdir())
+    if why := _per_process(o):
+        return True, why
+    ok = o.limit == "disk" and kept <= 10 << 20
+    return ok, f"files, /tmp and /dev/shm under disk_mb 10: {kept} bytes kept; {_show(o)}"
+
+
+def check_cpu_quota(b: Battery) -> Verdict:
+    o = b.run(
+        ["sh", "-c", "for i in 1 2 3 4; do (while :; do :; done) & done; sleep 2; kill 0"],
+        limits=Limits(cpu_percent=25, timeout_s=20),
+    )
+    if why := _per_process(o):
+        return True, why
+    ok = o.cpu_limit == "cgroup_quota" and o.cpu_s < 1.0
+    return ok, f"4 spinners for 2 s at cpu_percent 25: {o.cpu_s:.2f} s of CPU; {_show(o)}"

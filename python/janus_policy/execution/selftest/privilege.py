@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import platform
+import pwd
 import re
 import secrets
 import shutil
@@ -14,7 +15,7 @@ import stat
 import subprocess
 from contextlib import suppress
 
-from janus_policy.execution.sandbox import DEFAULT_PATH, ENV_PASSTHROUGH
+from janus_policy.execution.sandbox import DEFAULT_PATH, ENV_PASSTHROUGH, Limits
 from janus_policy.execution.selftest.battery import (
     Battery,
     Verdict,
@@ -254,3 +255,46 @@ def check_filter_gaps(b: Battery) -> Verdict:
         res.get(k) == "OK" for k, need in _FILTER_ALLOWED.items() if need is None or need in nr
     )
     return ok, ", ".join(f"{k}: {_name(_errno_of(v))}" for k, v in res.items()) or _show(o)
+
+
+def check_pid1_confined(b: Battery) -> Verdict:
+    o = b.run(["cat", "/proc/1/status"])
+    fields = dict(
+        ln.split(":", 1) for ln in o.stdout.decode(errors="replace").splitlines() if ":" in ln
+    )
+    got = {k: fields.get(k, "?").strip() for k in ("CapPrm", "CapEff", "CapBnd", "Seccomp")}
+    ok = all(got[k] == "0000000000000000" for k in ("CapPrm", "CapEff")) and got["Seccomp"] == "2"
+    return ok, f"pid 1 of the sandbox: {got}"
+
+
+def check_uid_per_sandbox(b: Battery) -> Verdict:
+    """Sandboxes alive at once run as different host uids, none an account,
+    and what they leave in a kept work dir is no setuid file of theirs."""
+    if os.geteuid() != 0 or b.runner.settings.uid_range is None:
+        return True, "not root: sandboxes run as the caller's own uid (limits per process)"
+    work = b.workdir("uids")
+    runs = [
+        b.runner.spawn(["sh", "-c", "id -u; sleep 1"], b.runner.profile(work), Limits(timeout_s=20))
+        for _ in range(3)
+    ]
+    uids = [int(r.wait().stdout.split()[0]) for r in runs]
+    accounts = [u for u in uids if _account(u)]
+    o = b.run(["sh", "-c", "cp /usr/bin/id ./id && chmod 6755 ./id"], workdir=work)
+    st = (work / "id").stat() if (work / "id").exists() else None
+    setid = st is not None and bool(st.st_mode & (stat.S_ISUID | stat.S_ISGID))
+    owner = (st.st_uid, st.st_gid) if st else None
+    ok = (
+        len(set(uids)) == 3 and not accounts and not setid and owner == (os.geteuid(), os.getegid())
+    )
+    return ok, (
+        f"uids of 3 live sandboxes: {uids}; accounts among them: {accounts}; "
+        f"kept file: setuid/setgid {setid}, owner {owner}; {_show(o)}"
+    )
+
+
+def _account(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+        return True
+    except KeyError:
+        return False
