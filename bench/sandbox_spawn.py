@@ -1,25 +1,31 @@
 """Sandboxed `/bin/true`: the extension against raw bwrap, in one run.
 
-Three variants, timed round-robin (each iteration runs all three, in a
-rotating order, so drift in the machine's load hits them alike):
+Variants, timed round-robin (each iteration runs all of them, in a rotating
+order, so drift in the machine's load hits them alike):
 
-  a  raw bwrap    `subprocess.run([bwrap, *options, "--", *command])`: the same
-                  argv bwrap gets from the extension, with the options from
-                  `_sandbox.bwrap_options(profile)` on its command line and
-                  the command from `_sandbox.bwrap_command` (/bin/true started
-                  through prlimit, which sets this sandbox's RLIMIT_NPROC);
-                  the seccomp program on fd 4 (a memfd) and an info pipe on
-                  fd 5, as uid `run_as` when root, empty environment
-  b  ext. bwrap   `_sandbox.spawn(["/bin/true"], profile, limits, method="bwrap")`
-                  then `.wait()`: the same bwrap and options, plus rlimits,
-                  output capture, the timeout watch and rusage
-  c  ext. native  the same through `method="native"`: the extension makes the
-                  namespaces itself, no bwrap process
+  a     raw bwrap     `subprocess.run([bwrap, *options, "--", *command])`: the
+                      argv bwrap gets from the extension, with the options from
+                      `_sandbox.bwrap_options(profile)` on its command line and
+                      the command from `_sandbox.bwrap_command`; the seccomp
+                      program on fd 4 (a memfd) and an info pipe on fd 5, as
+                      one sandbox uid when root, empty environment
+  a_hook              a, with an empty `preexec_fn`: what the hook a_cg needs
+                      costs by itself (subprocess then forks instead of vfork)
+  a_cg  raw + cgroup  a, in the same cgroup a sandbox gets, set up by hand: the
+                      cgroup dirs made and limited (`cgroups.Layout.create`),
+                      joined from the `preexec_fn`, removed after
+  b     ext. bwrap    `SandboxRunner.run(["/bin/true"], ...)` with method
+                      bwrap: everything a sandbox holds as a whole (cgroup,
+                      uid lock, scratch tmpfs with the work dir copied in and
+                      back) plus rlimits, output capture, the timeout watch
+  c     ext. native   the same through method native: no bwrap process
+
+Then 8 sandboxes at once (8 threads, each `spawn` then `wait` of `sleep 0.2`
+through the runner): the time until all 8 have started and until all 8 are
+reaped, median of the rounds.
 
 Each time is wall clock around the whole call, measured in this process.
-Targets: b/a <= 1.10 (the extension adds at most 10% to raw bwrap) and
-c/a <= 0.5 (the native fallback is at least twice as fast as raw bwrap),
-both on medians.
+Targets (medians): b/a <= 1.15, b/a_cg <= 1.05, c/a <= 0.55.
 
     python bench/sandbox_spawn.py [--iterations N] [--warmup N] [--format text|json]
 """
@@ -37,6 +43,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -44,12 +51,19 @@ from pathlib import Path
 from typing import Any
 
 from janus_policy import _sandbox
-from janus_policy.execution.sandbox import Limits, Profile, SandboxRunner
+from janus_policy.execution import cgroups
+from janus_policy.execution.sandbox import Limits, Profile, SandboxRunner, SandboxSettings
 
 SECCOMP_FD = 4
 INFO_FD = 5
-TARGETS = {"b/a": 1.10, "c/a": 0.5}
-NAMES = {"a": "raw bwrap", "b": "extension, bwrap", "c": "extension, native"}
+TARGETS = {"b/a": 1.15, "b/a_cg": 1.05, "c/a": 0.55}
+NAMES = {
+    "a": "raw bwrap",
+    "a_hook": "raw bwrap, empty hook",
+    "a_cg": "raw bwrap + cgroup",
+    "b": "extension, bwrap",
+    "c": "extension, native",
+}
 
 
 def _fd_free(fd: int) -> bool:
@@ -71,6 +85,10 @@ class RawBwrap:
     seccomp: bytes
     fds_placed: bool = False
     info_r: int = -1
+    #: "hook": an empty preexec_fn; "cgroup": a fresh cgroup per run, joined there.
+    extra: str = ""
+    layout: cgroups.Layout | None = None
+    limits: Limits | None = None
 
     def __post_init__(self) -> None:
         if _fd_free(SECCOMP_FD) and _fd_free(INFO_FD):
@@ -106,8 +124,38 @@ class RawBwrap:
         if self.fds_placed:
             os.lseek(SECCOMP_FD, 0, os.SEEK_SET)  # bwrap reads the program to EOF
         ids: dict[str, Any] = {}
-        if self.run_as:
-            ids = {"user": self.run_as[0], "group": self.run_as[1], "extra_groups": []}
+        run_as = self.run_as
+        if run_as and not self.extra:
+            ids = {"user": run_as[0], "group": run_as[1], "extra_groups": []}
+        group = None
+        procs: list[str] = []
+        if self.extra == "cgroup" and self.layout is not None and self.limits is not None:
+            lim = self.limits
+            group = self.layout.create(
+                {"memory_mb": lim.memory_mb, "nproc": lim.nproc, "cpu_percent": lim.cpu_percent}
+            )
+            procs = [str(d / "cgroup.procs") for d in group.dirs]
+
+        def hook() -> None:
+            # Joined while still root, who may write there; then the ids
+            # subprocess would otherwise set before the hook.
+            for path in procs:
+                with open(path, "w") as f:
+                    f.write("0")
+            if run_as:
+                os.setgroups([])
+                os.setresgid(run_as[1], run_as[1], run_as[1])
+                os.setresuid(run_as[0], run_as[0], run_as[0])
+
+        if self.extra:
+            ids["preexec_fn"] = hook
+        try:
+            return self._run(argv, capture, ids)
+        finally:
+            if group is not None:
+                group.remove()
+
+    def _run(self, argv: list[str], capture: bool, ids: dict[str, Any]) -> bytes:
         p = subprocess.run(
             [self.bwrap, *self.options, "--", *self.command(argv)],
             stdin=subprocess.DEVNULL,
@@ -135,30 +183,56 @@ class RawBwrap:
 
 @dataclass
 class Extension:
-    """Variants b and c: spawn + wait through the extension."""
+    """Variants b and c: a whole run through the runner."""
 
-    method: str
-    profile: Profile
+    runner: SandboxRunner
+    workdir: Path
     limits: Limits
-    bwrap: str | None
-    run_as: tuple[int, int] | None
 
     def run(self, argv: list[str]) -> bytes:
-        o = _sandbox.spawn(
-            argv,
-            self.profile,
-            self.limits,
-            method=self.method,
-            bwrap=self.bwrap,
-            run_as=self.run_as,
-        ).wait()
-        if o.exit_code != 0 or o.method != self.method:
+        o = self.runner.run(argv, self.runner.profile(self.workdir), self.limits)
+        if o.exit_code != 0 or o.method != self.runner.settings.method:
             err = o.stderr.decode(errors="replace").strip()
-            raise RuntimeError(f"{self.method}: exit {o.exit_code} via {o.method}: {err}")
+            raise RuntimeError(f"{self.runner.settings.method}: exit {o.exit_code}: {err}")
         return o.stdout
 
     def __call__(self) -> None:
         self.run(["/bin/true"])
+
+
+def at_once(runner: SandboxRunner, workdir: Path, n: int, rounds: int) -> dict[str, float]:
+    """n sandboxes started at once: medians of time to all started, to all reaped."""
+    started, reaped = [], []
+    for _ in range(rounds):
+        barrier = threading.Barrier(n + 1)
+        up: list[float] = []
+        done: list[float] = []
+        lock = threading.Lock()
+
+        def one() -> None:
+            barrier.wait()
+            run = runner.spawn(["sleep", "0.2"], runner.profile(workdir), Limits(timeout_s=30))
+            with lock:
+                up.append(time.perf_counter())
+            run.wait()
+            with lock:
+                done.append(time.perf_counter())
+
+        threads = [threading.Thread(target=one) for _ in range(n)]
+        for t in threads:
+            t.start()
+        barrier.wait()
+        t0 = time.perf_counter()
+        for t in threads:
+            t.join()
+        started.append((max(up) - t0) * 1000)
+        reaped.append((max(done) - t0) * 1000)
+    return {
+        "sandboxes": n,
+        "rounds": rounds,
+        "all_started_ms": statistics.median(started),
+        "all_reaped_ms": statistics.median(reaped),
+    }
 
 
 def isolation(run: Callable[[list[str]], bytes]) -> str:
@@ -224,38 +298,62 @@ def main(argv: list[str] | None = None) -> int:
     if args.iterations < 1 or args.warmup < 0:
         ap.error("--iterations must be >= 1 and --warmup >= 0")
 
-    runner = SandboxRunner()
+    runner = SandboxRunner(SandboxSettings(method="bwrap"))
+    native = SandboxRunner(SandboxSettings(method="native"))
     if runner.bwrap is None:
-        print("sandbox_spawn: no bwrap binary found; variant a and b need one", file=sys.stderr)
+        print("sandbox_spawn: no bwrap binary found; variants a and b need one", file=sys.stderr)
         return 2
     bwrap = runner.bwrap
-    run_as = runner.settings.run_as if os.geteuid() == 0 else None
+    scope, why = runner.limits
+    layout = cgroups.discover() if os.geteuid() == 0 else "not root"
+    run_as = None
+    if os.geteuid() == 0 and runner.settings.uid_range:
+        run_as = (runner.settings.uid_range[0],) * 2
     workdir = Path(tempfile.mkdtemp(prefix="janus-bench-"))
+    rawdir = Path(tempfile.mkdtemp(prefix="janus-bench-raw-"))
     try:
-        profile = runner.profile(workdir)
+        # Raw bwrap binds its work dir as it is: it is handed to a's uid.
+        profile = runner.profile(rawdir)
+        if run_as:
+            os.chown(rawdir, *run_as)
         limits = Limits(timeout_s=30)
-        raw = RawBwrap(
-            bwrap,
-            _sandbox.bwrap_options(profile),
-            lambda argv: _sandbox.bwrap_command(argv, profile, limits),
-            run_as,
-            _sandbox.seccomp_program(False),
-        )
-        ext_bwrap = Extension("bwrap", profile, limits, bwrap, run_as)
-        ext_native = Extension("native", profile, limits, None, run_as)
-        # The same isolation in all three, or the comparison means nothing.
+
+        def raw_variant(extra: str) -> RawBwrap:
+            return RawBwrap(
+                bwrap,
+                _sandbox.bwrap_options(profile),
+                lambda argv: _sandbox.bwrap_command(argv, profile, limits),
+                run_as,
+                _sandbox.seccomp_program(False),
+                extra=extra,
+                layout=None if isinstance(layout, str) else layout,
+                limits=limits,
+            )
+
+        raw = raw_variant("")
+        variants: dict[str, Callable[[], None]] = {
+            "a": raw,
+            "a_hook": raw_variant("hook"),
+            "a_cg": raw_variant("cgroup"),
+            "b": Extension(runner, workdir, limits),
+            "c": Extension(native, workdir, limits),
+        }
+        # The same isolation in all of them, or the comparison means nothing.
         seen = {
             "a": isolation(lambda argv: raw.run(argv, capture=True)),
-            "b": isolation(ext_bwrap.run),
-            "c": isolation(ext_native.run),
+            "b": isolation(Extension(runner, workdir, limits).run),
+            "c": isolation(Extension(native, workdir, limits).run),
         }
-        variants: dict[str, Callable[[], None]] = {"a": raw, "b": ext_bwrap, "c": ext_native}
         times = measure(variants, args.iterations, args.warmup)
+        eight = at_once(runner, workdir, 8, max(3, args.iterations // 20))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(rawdir, ignore_errors=True)
 
     stats = {k: Stats.of(NAMES[k], v) for k, v in times.items()}
-    ratios = {r: stats[r[0]].median_ms / stats[r[2]].median_ms for r in TARGETS}
+    ratios = {
+        r: stats[r.split("/")[0]].median_ms / stats[r.split("/")[1]].median_ms for r in TARGETS
+    }
     report: dict[str, Any] = {
         "benchmark": "sandbox_spawn",
         "command": "/bin/true",
@@ -269,9 +367,13 @@ def main(argv: list[str] | None = None) -> int:
             "bwrap": bwrap,
             "bwrap_version": bwrap_version(bwrap),
             "run_as": list(run_as) if run_as else None,
+            "limits": scope,
+            "limits_reason": why,
+            "cgroup": None if isinstance(layout, str) else layout.version,
         },
         "raw_bwrap_fds": raw.note,
         "isolation_seen": seen,
+        "eight_at_once": eight,
         "variants": {k: asdict(v) for k, v in stats.items()},
         "ratios": {
             r: {"value": v, "target_max": TARGETS[r], "pass": v <= TARGETS[r]}
@@ -283,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write("\n")
         return 0
 
-    ids = ":".join(map(str, run_as)) if run_as else "the caller's"
+    ids = f"a: {run_as[0]}, b and c: one of their own each" if run_as else "the caller's"
+    cg = layout if isinstance(layout, str) else f"cgroup {layout.version}"
     print(
         f"sandbox_spawn: /bin/true, {args.iterations} rounds round-robin "
         f"after {args.warmup} warm-up rounds"
@@ -291,18 +394,22 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"host: {os.cpu_count()} cpus, kernel {platform.release()}, "
         f"Python {platform.python_version()}, {bwrap_version(bwrap)} ({bwrap}), "
-        f"sandbox uid:gid {ids}"
+        f"sandbox uid {ids}; limits {scope} ({cg})"
     )
     print(f"variant a: {raw.note}")
     for k, line in seen.items():
         print(f"inside {k}: {line}")
     print()
-    print(f"{'variant':<22} {'median ms':>10} {'p95 ms':>10} {'min ms':>10} {'mean ms':>10}")
+    print(f"{'variant':<30} {'median ms':>10} {'p95 ms':>10} {'min ms':>10} {'mean ms':>10}")
     for k, st in stats.items():
         print(
-            f"{k + '  ' + st.name:<22} {st.median_ms:>10.3f} {st.p95_ms:>10.3f} "
+            f"{k + '  ' + st.name:<30} {st.median_ms:>10.3f} {st.p95_ms:>10.3f} "
             f"{st.min_ms:>10.3f} {st.mean_ms:>10.3f}"
         )
+    print(
+        f"\n8 sandboxes at once (sleep 0.2, median of {eight['rounds']} rounds): "
+        f"all started {eight['all_started_ms']:.1f} ms, all reaped {eight['all_reaped_ms']:.1f} ms"
+    )
     print()
     for r, v in ratios.items():
         verdict = "PASS" if v <= TARGETS[r] else "MISS"

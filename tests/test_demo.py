@@ -12,9 +12,12 @@ from janus_policy.runtime.demo import run_demo
 
 
 def test_the_demo_ends_as_its_script_expects() -> None:
-    with tempfile.TemporaryDirectory(prefix="janus-demo-test-") as d:
-        os.chmod(d, 0o755)
-        run = run_demo(Path(d))
+    # Beneath a private (0700) parent, as `mktemp -d` makes: the sandboxes never
+    # walk the host path, so nothing of it need be reachable by their uids.
+    with tempfile.TemporaryDirectory(prefix="janus-demo-test-") as parent:
+        os.chmod(parent, 0o700)
+        d = Path(parent) / "demo"
+        run = run_demo(d)
         assert [(s.shows, run.state(s)) for s in run.surprises] == []
         assert run.audit_ok == {
             "decisions.jsonl": True,

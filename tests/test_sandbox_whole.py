@@ -13,6 +13,7 @@ import errno
 import os
 import stat
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -141,6 +142,25 @@ def test_live_sandboxes_never_share_a_uid(whole: SandboxRunner, private: Path) -
     assert all(lo <= u <= hi for u in uids)
 
 
+def test_one_sandbox_cannot_starve_another_of_a_per_uid_resource(
+    whole: SandboxRunner, private: Path
+) -> None:
+    hog = (
+        "import ctypes, sys, time\n"
+        "libc = ctypes.CDLL(None)\n"
+        "fds = [libc.inotify_init() for _ in range(4096)]\n"
+        "print(sum(f >= 0 for f in fds), flush=True)\n"
+        "time.sleep(4)\n"
+    )
+    probe = "import ctypes; print(ctypes.CDLL(None).inotify_init() >= 0)"
+    first = whole.spawn(["python3", "-c", hog], whole.profile(private), Limits(timeout_s=30))
+    time.sleep(1.5)  # the hog holds every inotify instance its uid may have
+    other = whole.run(["python3", "-c", probe], whole.profile(private), Limits(timeout_s=30))
+    held = int(first.wait().stdout.split()[0])
+    assert held < 4096  # the per-uid cap was reached
+    assert other.stdout.strip() == b"True", other.stderr
+
+
 def test_results_come_back_without_setuid_and_owned_by_the_daemon(
     whole: SandboxRunner, private: Path
 ) -> None:
@@ -158,6 +178,31 @@ def test_results_come_back_without_setuid_and_owned_by_the_daemon(
 
 
 # ---- work dirs and read-only paths that cannot be turned against the host ----
+
+
+def test_concurrent_runs_on_one_work_dir_lose_nothing(whole: SandboxRunner, private: Path) -> None:
+    (private / "shared.txt").write_text("before\n")
+    runs = [
+        whole.spawn(
+            ["sh", "-c", f"sleep {0.3 * i}; echo {i} > out-{i}; rm -f gone"],
+            whole.profile(private),
+            Limits(timeout_s=30),
+        )
+        for i in range(3)
+    ]
+    (private / "gone").write_text("added on the host during the runs\n")
+    for r in runs:
+        assert r.wait().exit_code == 0
+    # Each run's result is kept; what appeared meanwhile is not removed by a
+    # run that never saw it; what was there before is untouched.
+    assert sorted(p.name for p in private.iterdir()) == [
+        "gone",
+        "out-0",
+        "out-1",
+        "out-2",
+        "shared.txt",
+    ]
+    assert (private / "shared.txt").read_text() == "before\n"
 
 
 def test_an_existing_dir_is_never_given_away(whole: SandboxRunner, private: Path) -> None:

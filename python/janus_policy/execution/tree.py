@@ -89,9 +89,11 @@ def _dir(name: str, dir_fd: int) -> Iterator[int]:
 @dataclass
 class Manifest:
     """What was copied into the scratch space: (inode, size, mtime) of each
-    file there, so that copying back can skip what the sandbox left alone."""
+    file there, so that copying back can skip what the sandbox left alone,
+    and each dir: only what was copied in can the sandbox have removed."""
 
     files: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    dirs: set[str] = field(default_factory=set)
     entries: int = 0
 
     def count(self, rel: str, depth: int) -> None:
@@ -133,6 +135,7 @@ def _copy_in(
         m.count(path, depth)
         st = e.stat(follow_symlinks=False)
         if stat.S_ISDIR(st.st_mode):
+            m.dirs.add(path)
             os.mkdir(e.name, 0o700, dir_fd=dst)
             with _dir(e.name, src) as s, _dir(e.name, dst) as d:
                 _copy_in(s, d, owner, m, (path, depth + 1))
@@ -163,9 +166,11 @@ def _copy_in(
 
 
 def copy_back(src: int, dst: int, m: Manifest) -> None:
-    """Makes the tree of directory fd `dst` what the sandbox left in `src`:
-    removed entries removed, new and changed files written (owned by the
-    caller, modes cut to RESULT_MODE), links and special files left out."""
+    """Brings into the tree of directory fd `dst` what the sandbox did in
+    `src`: what it removed of what was copied in is removed, new and changed
+    files are written (owned by the caller, modes cut to RESULT_MODE), links
+    and special files are left out. What appeared in `dst` meanwhile (another
+    sandbox's results) is never removed or overwritten by a dir."""
     m.entries = 0
     _copy_back(src, dst, m, "", 0)
 
@@ -178,24 +183,31 @@ def _copy_back(src: int, dst: int, m: Manifest, rel: str, depth: int) -> None:
     with os.scandir(src) as it:
         made = {e.name: e.stat(follow_symlinks=False) for e in it}
     with os.scandir(dst) as it:
-        there = {e.name: e.stat(follow_symlinks=False) for e in it}
-    for name, st in there.items():
+        there = {e.name: _kind(e.stat(follow_symlinks=False).st_mode) for e in it}
+    for name, kind in list(there.items()):
+        path = f"{rel}/{name}" if rel else name
+        if path not in m.files and path not in m.dirs:
+            continue  # not copied in: someone else's since
         new = made.get(name)
-        if new is None or _kind(new.st_mode) != _kind(st.st_mode) or _kind(new.st_mode) == "other":
-            if stat.S_ISDIR(st.st_mode):
+        if new is None or _kind(new.st_mode) != kind:
+            if kind == "dir":
                 shutil.rmtree(name, dir_fd=dst)
             else:
                 os.unlink(name, dir_fd=dst)
+            del there[name]
     for name, st in made.items():
         path = f"{rel}/{name}" if rel else name
         m.count(path, depth)
-        if stat.S_ISDIR(st.st_mode):
-            if name not in there or not stat.S_ISDIR(there[name].st_mode):
+        kind = _kind(st.st_mode)
+        if kind == "other" or there.get(name, kind) != kind:
+            continue  # a link, a device; or a clash with what appeared meanwhile
+        if kind == "dir":
+            if name not in there:
                 os.mkdir(name, 0o700, dir_fd=dst)
             with _dir(name, src) as s, _dir(name, dst) as d:
                 _copy_back(s, d, m, path, depth + 1)
                 os.chmod(d, stat.S_IMODE(st.st_mode) & RESULT_MODE | 0o700)
-        elif stat.S_ISREG(st.st_mode):
+        else:
             unchanged = m.files.get(path) == (st.st_ino, st.st_size, st.st_mtime_ns)
             if unchanged and name in there:
                 continue
