@@ -13,7 +13,8 @@ order, so drift in the machine's load hits them alike):
                       costs by itself (subprocess then forks instead of vfork)
   a_cg  raw + cgroup  a, in the same cgroup a sandbox gets, set up by hand: the
                       cgroup dirs made and limited (`cgroups.Layout.create`),
-                      joined from the `preexec_fn`, removed after
+                      joined from the `preexec_fn` (v1: through `tasks`, as
+                      the extension does), removed after
   b     ext. bwrap    `SandboxRunner.run(["/bin/true"], ...)` with method
                       bwrap: everything a sandbox holds as a whole (cgroup,
                       uid lock, scratch tmpfs with the work dir copied in and
@@ -52,7 +53,7 @@ from typing import Any
 
 from janus_policy import _sandbox
 from janus_policy.execution import cgroups
-from janus_policy.execution.sandbox import Limits, Profile, SandboxRunner, SandboxSettings
+from janus_policy.execution.sandbox import Limits, SandboxRunner, SandboxSettings
 
 SECCOMP_FD = 4
 INFO_FD = 5
@@ -134,7 +135,12 @@ class RawBwrap:
             group = self.layout.create(
                 {"memory_mb": lim.memory_mb, "nproc": lim.nproc, "cpu_percent": lim.cpu_percent}
             )
-            procs = [str(d / "cgroup.procs") for d in group.dirs]
+            # As the extension joins: v1's `tasks` moves the one thread
+            # without the kernel's global threadgroup lock.
+            procs = [
+                str(d / "tasks") if (d / "tasks").exists() else str(d / "cgroup.procs")
+                for d in group.dirs
+            ]
 
         def hook() -> None:
             # Joined while still root, who may write there; then the ids
@@ -200,38 +206,40 @@ class Extension:
         self.run(["/bin/true"])
 
 
+def _round(runner: SandboxRunner, workdir: Path, n: int) -> tuple[float, float]:
+    """One round of n at once: ms until all have started, until all are reaped."""
+    barrier = threading.Barrier(n + 1)
+    up: list[float] = []
+    done: list[float] = []
+    lock = threading.Lock()
+
+    def one() -> None:
+        barrier.wait()
+        run = runner.spawn(["sleep", "0.2"], runner.profile(workdir), Limits(timeout_s=30))
+        with lock:
+            up.append(time.perf_counter())
+        run.wait()
+        with lock:
+            done.append(time.perf_counter())
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    return (max(up) - t0) * 1000, (max(done) - t0) * 1000
+
+
 def at_once(runner: SandboxRunner, workdir: Path, n: int, rounds: int) -> dict[str, float]:
     """n sandboxes started at once: medians of time to all started, to all reaped."""
-    started, reaped = [], []
-    for _ in range(rounds):
-        barrier = threading.Barrier(n + 1)
-        up: list[float] = []
-        done: list[float] = []
-        lock = threading.Lock()
-
-        def one() -> None:
-            barrier.wait()
-            run = runner.spawn(["sleep", "0.2"], runner.profile(workdir), Limits(timeout_s=30))
-            with lock:
-                up.append(time.perf_counter())
-            run.wait()
-            with lock:
-                done.append(time.perf_counter())
-
-        threads = [threading.Thread(target=one) for _ in range(n)]
-        for t in threads:
-            t.start()
-        barrier.wait()
-        t0 = time.perf_counter()
-        for t in threads:
-            t.join()
-        started.append((max(up) - t0) * 1000)
-        reaped.append((max(done) - t0) * 1000)
+    results = [_round(runner, workdir, n) for _ in range(rounds)]
     return {
         "sandboxes": n,
         "rounds": rounds,
-        "all_started_ms": statistics.median(started),
-        "all_reaped_ms": statistics.median(reaped),
+        "all_started_ms": statistics.median(r[0] for r in results),
+        "all_reaped_ms": statistics.median(r[1] for r in results),
     }
 
 
@@ -383,21 +391,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.format == "json":
         json.dump(report, sys.stdout, indent=2)
         sys.stdout.write("\n")
-        return 0
+    else:
+        _print(report, stats, ratios)
+    return 0
 
+
+def _print(report: dict[str, Any], stats: dict[str, Stats], ratios: dict[str, float]) -> None:
+    host = report["host"]
+    eight = report["eight_at_once"]
+    run_as = host["run_as"]
     ids = f"a: {run_as[0]}, b and c: one of their own each" if run_as else "the caller's"
-    cg = layout if isinstance(layout, str) else f"cgroup {layout.version}"
+    cg = f"cgroup {host['cgroup']}" if host["cgroup"] else "no cgroup"
     print(
-        f"sandbox_spawn: /bin/true, {args.iterations} rounds round-robin "
-        f"after {args.warmup} warm-up rounds"
+        f"sandbox_spawn: /bin/true, {report['iterations']} rounds round-robin "
+        f"after {report['warmup']} warm-up rounds"
     )
     print(
-        f"host: {os.cpu_count()} cpus, kernel {platform.release()}, "
-        f"Python {platform.python_version()}, {bwrap_version(bwrap)} ({bwrap}), "
-        f"sandbox uid {ids}; limits {scope} ({cg})"
+        f"host: {host['cpus']} cpus, kernel {host['kernel']}, Python {host['python']}, "
+        f"{host['bwrap_version']} ({host['bwrap']}), sandbox uid {ids}; "
+        f"limits {host['limits']} ({cg})"
     )
-    print(f"variant a: {raw.note}")
-    for k, line in seen.items():
+    print(f"variant a: {report['raw_bwrap_fds']}")
+    for k, line in report["isolation_seen"].items():
         print(f"inside {k}: {line}")
     print()
     print(f"{'variant':<30} {'median ms':>10} {'p95 ms':>10} {'min ms':>10} {'mean ms':>10}")
@@ -414,7 +429,6 @@ def main(argv: list[str] | None = None) -> int:
     for r, v in ratios.items():
         verdict = "PASS" if v <= TARGETS[r] else "MISS"
         print(f"{r} (medians) = {v:.3f}   target <= {TARGETS[r]:.2f}   {verdict}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -482,7 +482,7 @@ struct Prep {
     stack_b: UnsafeCell<Vec<u8>>,
     /// The unsandboxed method changes into the work dir itself.
     chdir: Option<CString>,
-    /// `cgroup.procs` of each cgroup the child joins before anything else.
+    /// The file of each cgroup the child writes "0" to, first of all.
     cgroup_procs: Vec<CString>,
 }
 
@@ -516,6 +516,20 @@ fn rlimits(limits: &Limits, nproc: bool, cgroup: bool) -> Vec<(c_int, libc::rlim
         v.push((libc::RLIMIT_AS as c_int, rl(mem, mem)));
     }
     v
+}
+
+/// The file through which the child joins the cgroup `dir`. In v1, `tasks`:
+/// moving the calling thread alone (the child is single-threaded, so that is
+/// the whole process) skips the kernel's global threadgroup lock, whose
+/// every write waits for an RCU grace period (~10 ms here). v2 refuses that
+/// for domain cgroups, so there it is `cgroup.procs`.
+fn join_file(dir: &str) -> String {
+    let tasks = format!("{dir}/tasks");
+    if std::path::Path::new(&tasks).exists() {
+        tasks
+    } else {
+        format!("{dir}/cgroup.procs")
+    }
 }
 
 /// RLIMIT_NPROC: the limit itself without a cgroup; under one, where pids.max
@@ -648,7 +662,7 @@ pub fn spawn(
         },
         cgroup_procs: cgroups
             .iter()
-            .map(|d| cstr(&format!("{d}/cgroup.procs")))
+            .map(|d| cstr(&join_file(d)))
             .collect::<io::Result<_>>()
             .map_err(io_err("cgroups"))?,
     };

@@ -28,6 +28,7 @@ import os
 import pwd
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,13 +75,23 @@ class UidPool:
         raise OSError(errno.EUSERS, f"every sandbox uid in [{self.first}, {self.last}] is in use")
 
 
+#: uid -> when it was last found to be no account (accounts in the range are
+#: rare and made by hand; a minute's cache keeps the lookups off the hot path).
+_NOT_ACCOUNTS: dict[int, float] = {}
+ACCOUNT_CACHE_S = 60.0
+
+
 def _is_account(uid: int) -> bool:
+    seen = _NOT_ACCOUNTS.get(uid)
+    if seen is not None and time.monotonic() - seen < ACCOUNT_CACHE_S:
+        return False
     for lookup in (pwd.getpwuid, grp.getgrgid):
         try:
             lookup(uid)
             return True
         except KeyError:
             pass
+    _NOT_ACCOUNTS[uid] = time.monotonic()
     return False
 
 

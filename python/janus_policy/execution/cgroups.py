@@ -108,8 +108,11 @@ class SandboxCgroup:
 
 
 def _write(d: Path, name: str, value: str) -> None:
-    with open(d / name, "w") as f:
-        f.write(value)
+    fd = os.open(f"{d}/{name}", os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
 
 
 def _limit(d: Path, h: Hierarchy, limits: Mapping[str, float], launcher: int) -> None:
@@ -132,7 +135,7 @@ def _limit(d: Path, h: Hierarchy, limits: Mapping[str, float], launcher: int) ->
     if "pids" in h.controllers:
         _write(d, "pids.max", pids)
     if "cpu" in h.controllers:
-        _write(d, "cpu.cfs_period_us", str(CPU_PERIOD_US))
+        # The period is the kernel's default (100 ms) in a new cgroup.
         _write(d, "cpu.cfs_quota_us", str(quota))
 
 
@@ -213,7 +216,9 @@ def _v2(mounts: list[tuple[str, str, str, set[str]]], own: str) -> Layout | str:
 
 def _v1(mounts: list[tuple[str, str, str, set[str]]], own: Mapping[str, str]) -> Layout | str:
     found: dict[Path, Hierarchy] = {}
-    for controller in (*CONTROLLERS, "cpuacct"):
+    # cpuacct is not needed: every process of a sandbox is reaped inside it,
+    # so the launcher's rusage counts the whole tree's CPU time.
+    for controller in CONTROLLERS:
         for fstype, point, root, options in mounts:
             if fstype != "cgroup" or controller not in options or controller not in own:
                 continue
@@ -221,12 +226,11 @@ def _v1(mounts: list[tuple[str, str, str, set[str]]], own: Mapping[str, str]) ->
             if own_dir is None:
                 continue
             base = _base(point, own_dir)
-            have = frozenset(options & {*CONTROLLERS, "cpuacct"})
+            have = frozenset(options & set(CONTROLLERS))
             found.setdefault(base, Hierarchy(1, have, base))
             break
         else:
-            if controller != "cpuacct":
-                return f"no cgroup v1 hierarchy with the {controller} controller"
+            return f"no cgroup v1 hierarchy with the {controller} controller"
     return Layout(tuple(found.values()))
 
 
