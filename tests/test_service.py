@@ -352,6 +352,16 @@ def test_status_of_a_running_daemon(env: Env) -> None:
     counts = report["queue"]["counts"]
     assert {s: n for s, n in counts.items() if n} == {"escalated": 1, "rejected": 1}
     assert report["emergency_stop"] is None
+    # Which limits hold, as the daemon found at start-up and reports since.
+    assert report["limits"] == started["limits"]
+    assert report["limits"]["scope"] in ("per-sandbox", "per-process")
+    assert report["limits"]["refused"] == (
+        report["limits"]["scope"] != "per-sandbox"
+        and not config.auto_executor.accept_per_process_limits
+    )
+    _, text = status(env, "text")
+    rows = [line.split(":", 1) for line in text.splitlines() if ":" in line]
+    assert [v.split()[0] for k, v in rows if k.strip() == "limits"] == [report["limits"]["scope"]]
 
     code, text = status(env, "text")
     assert code == 0
