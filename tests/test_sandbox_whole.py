@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from janus_policy import _sandbox
 from janus_policy.errors import InputError
-from janus_policy.execution import cgroups
+from janus_policy.execution import allotment, cgroups
 from janus_policy.execution.sandbox import (
     Limits,
     SandboxRunner,
@@ -99,10 +99,12 @@ def test_cpu_percent_is_a_quota_for_the_tree(whole: SandboxRunner, private: Path
 def test_the_cgroup_is_gone_after_the_run(whole: SandboxRunner, private: Path) -> None:
     layout = cgroups.discover()
     assert not isinstance(layout, str)
+    allotment.drain()  # what earlier runs held is given back off their path
     before = {
         p for h in layout.hierarchies for p in h.base.glob(f"{cgroups.PREFIX}{os.getpid()}-*")
     }
     sh(whole, private, "cat /proc/self/cgroup")
+    allotment.drain()
     after = {p for h in layout.hierarchies for p in h.base.glob(f"{cgroups.PREFIX}{os.getpid()}-*")}
     assert after == before == set()
 
@@ -272,6 +274,7 @@ def test_read_only_paths_under_a_private_parent(
 
 def test_scratch_mounts_are_gone_after_the_run(whole: SandboxRunner, private: Path) -> None:
     sh(whole, private, "true")
+    allotment.drain()
     mounts = Path("/proc/self/mountinfo").read_text()
     assert f"/sandboxes/{os.getpid()}-" not in mounts
 

@@ -18,6 +18,7 @@ What a crash leaves behind (a mount, a cgroup) is swept by the next runner.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import fcntl
@@ -26,7 +27,7 @@ import grp
 import itertools
 import os
 import pwd
-import random
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -37,7 +38,7 @@ from janus_policy import _sandbox
 from janus_policy.execution import tree
 from janus_policy.execution.cgroups import SandboxCgroup
 
-__all__ = ["Allotment", "Scratch", "UidPool", "sweep_scratch"]
+__all__ = ["Allotment", "Scratch", "UidPool", "drain", "sweep_scratch"]
 
 #: Files one scratch space may hold: bounds the copy back as size bounds bytes.
 SCRATCH_INODES = 65_536
@@ -52,20 +53,22 @@ class UidPool:
             raise ValueError(f"uid_range: [{first}, {last}] is not a range of host uids above 0")
         self.first, self.last, self.lock_dir = first, last, lock_dir
         self._lock = threading.Lock()
+        self._ready = False
 
     def acquire(self) -> tuple[int, int]:
         """(uid, lock fd). The uid is free until the fd is closed. Raises
         OSError when the whole range is in use or taken by accounts."""
-        self.lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        size = self.last - self.first + 1
-        start = random.randrange(size)
+        if not self._ready:
+            self.lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._ready = True
         with self._lock:
-            for i in range(size):
-                uid = self.first + (start + i) % size
+            # The lowest free uid first: a freed uid leaves nothing behind
+            # (its scratch filesystem is gone, its results are the daemon's).
+            for uid in range(self.first, self.last + 1):
                 if _is_account(uid):
                     continue
                 flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-                fd = os.open(self.lock_dir / str(uid), flags, 0o600)
+                fd = os.open(f"{self.lock_dir}/{uid}", flags, 0o600)
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
@@ -75,14 +78,16 @@ class UidPool:
         raise OSError(errno.EUSERS, f"every sandbox uid in [{self.first}, {self.last}] is in use")
 
 
-#: uid -> when it was last found to be no account (accounts in the range are
-#: rare and made by hand; a minute's cache keeps the lookups off the hot path).
-_NOT_ACCOUNTS: dict[int, float] = {}
+#: uid -> when it was last found to be no account. Accounts in the range are
+#: rare and made by hand; a minute's cache keeps the lookups (NSS, so also
+#: directories that cannot be listed) off the hot path, and as the lowest
+#: free uids are taken first, the same few are checked again and again.
 ACCOUNT_CACHE_S = 60.0
+_not_accounts: dict[int, float] = {}
 
 
 def _is_account(uid: int) -> bool:
-    seen = _NOT_ACCOUNTS.get(uid)
+    seen = _not_accounts.get(uid)
     if seen is not None and time.monotonic() - seen < ACCOUNT_CACHE_S:
         return False
     for lookup in (pwd.getpwuid, grp.getgrgid):
@@ -91,7 +96,7 @@ def _is_account(uid: int) -> bool:
             return True
         except KeyError:
             pass
-    _NOT_ACCOUNTS[uid] = time.monotonic()
+    _not_accounts[uid] = time.monotonic()
     return False
 
 
@@ -202,13 +207,27 @@ class Allotment:
     keep_results: bool = True
     _released: bool = False
 
-    def release(self, *, give_back: bool) -> None:
+    def release(self, *, give_back: bool, wait: bool = True) -> None:
         """Copies results back (when asked and kept), then unmounts, removes
-        the cgroup and frees the uid. The first error is raised after all of
-        it was tried."""
+        the cgroup and frees the uid: at once, or (`wait=False`) on the
+        reclaimer thread, off the caller's path; nothing of it can touch a
+        result any more, and the uid is only free once the rest is gone. A
+        failed copy back is raised; the rest is tried whatever happens (and
+        what a crash leaves is swept by the next runner)."""
         if self._released:
             return
         self._released = True
+        scratch, workdir_fd = self.scratch, self.workdir_fd
+        try:
+            if scratch is not None and workdir_fd is not None and give_back and self.keep_results:
+                scratch.give_back(workdir_fd)
+        finally:
+            if wait:
+                self._reclaim()
+            else:
+                _reclaimer.put(self._reclaim)
+
+    def _reclaim(self) -> None:
         errors: list[OSError] = []
 
         def attempt(step: Callable[[], object]) -> None:
@@ -217,15 +236,48 @@ class Allotment:
             except OSError as e:
                 errors.append(e)
 
-        scratch, workdir_fd = self.scratch, self.workdir_fd
-        if scratch is not None:
-            if workdir_fd is not None and give_back and self.keep_results:
-                attempt(lambda: scratch.give_back(workdir_fd))
-            attempt(scratch.unmount)
+        if self.scratch is not None:
+            attempt(self.scratch.unmount)
         if self.cgroup is not None:
             attempt(self.cgroup.remove)
-        for fd in (workdir_fd, self.uid_lock):
+        for fd in (self.workdir_fd, self.uid_lock):
             if fd is not None:
                 attempt(functools.partial(os.close, fd))
         if errors:
             raise errors[0]
+
+
+class _Reclaimer:
+    """One thread that gives back what ended sandboxes held, in order."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[Callable[[], None]] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def put(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="janus-reclaim", daemon=True)
+                self._thread.start()
+                atexit.register(self.drain)
+        self._queue.put(job)
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            with contextlib.suppress(OSError):  # swept by the next runner
+                job()
+            self._queue.task_done()
+
+    def drain(self) -> None:
+        """Returns once everything handed over so far is given back."""
+        self._queue.join()
+
+
+_reclaimer = _Reclaimer()
+
+
+def drain() -> None:
+    """Waits until every ended sandbox's mount, cgroup and uid are given back."""
+    _reclaimer.drain()

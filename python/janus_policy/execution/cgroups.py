@@ -18,11 +18,10 @@ caller falls back to per-process limits (and says so).
 
 from __future__ import annotations
 
-import contextlib
 import errno
+import functools
 import itertools
 import os
-import signal
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -68,7 +67,7 @@ class Layout:
         try:
             for h in self.hierarchies:
                 d = h.base / name
-                d.mkdir(mode=0o755)
+                os.mkdir(d, 0o755)
                 made.append(d)
                 _limit(d, h, limits, LAUNCHER_PIDS.get(method, 3))
         except OSError:
@@ -84,9 +83,10 @@ class SandboxCgroup:
     dirs: tuple[Path, ...]
 
     def remove(self, within_s: float = 2.0) -> bool:
-        """Removes every directory, killing what is left in it first (only
-        possible if the sandbox outlived its pid namespace). True when all
-        are gone."""
+        """Removes every directory, waiting for the last processes to finish
+        exiting (the sandbox's pid namespace is gone by then: nothing in it
+        can outlive it, so nothing is killed here, and no pid that may have
+        been reused is ever signalled). True when all are gone."""
         deadline = time.monotonic() + within_s
         left = list(self.dirs)
         while left:
@@ -99,11 +99,9 @@ class SandboxCgroup:
                 except OSError as e:
                     if e.errno != errno.EBUSY:
                         left.remove(d)  # not ours to fix; a later sweep retries
-                    else:
-                        _kill_members(d)
             if not left or time.monotonic() > deadline:
                 break
-            time.sleep(0.01)
+            time.sleep(0.005)
         return not left
 
 
@@ -115,13 +113,20 @@ def _write(d: Path, name: str, value: str) -> None:
         os.close(fd)
 
 
+@functools.cache
+def _has(base: Path, name: str, probe: Path) -> bool:
+    """Whether the cgroups of a hierarchy have the optional file `name`
+    (swap accounting, for one): the same for every cgroup made there."""
+    return (probe / name).exists()
+
+
 def _limit(d: Path, h: Hierarchy, limits: Mapping[str, float], launcher: int) -> None:
     memory = int(limits["memory_mb"]) << 20
     pids = str(int(limits["nproc"]) + launcher)
     quota = int(limits["cpu_percent"] * CPU_PERIOD_US / 100)
     if h.version == 2:
         _write(d, "memory.max", str(memory))
-        if (d / "memory.swap.max").exists():
+        if _has(h.base, "memory.swap.max", d):
             _write(d, "memory.swap.max", "0")
         _write(d, "memory.oom.group", "1")  # an OOM ends the whole sandbox
         _write(d, "pids.max", pids)
@@ -129,7 +134,7 @@ def _limit(d: Path, h: Hierarchy, limits: Mapping[str, float], launcher: int) ->
         return
     if "memory" in h.controllers:
         _write(d, "memory.limit_in_bytes", str(memory))
-        if (d / "memory.memsw.limit_in_bytes").exists():
+        if _has(h.base, "memory.memsw.limit_in_bytes", d):
             _write(d, "memory.memsw.limit_in_bytes", str(memory))  # no escape into swap
         _write(d, "memory.swappiness", "0")
     if "pids" in h.controllers:
@@ -137,22 +142,6 @@ def _limit(d: Path, h: Hierarchy, limits: Mapping[str, float], launcher: int) ->
     if "cpu" in h.controllers:
         # The period is the kernel's default (100 ms) in a new cgroup.
         _write(d, "cpu.cfs_quota_us", str(quota))
-
-
-def _kill_members(d: Path) -> None:
-    if (d / "cgroup.kill").exists():
-        try:
-            _write(d, "cgroup.kill", "1")
-            return
-        except OSError:
-            pass
-    try:
-        pids = (d / "cgroup.procs").read_text().split()
-    except OSError:
-        return
-    for pid in pids:
-        with contextlib.suppress(OSError, ValueError):
-            os.kill(int(pid), signal.SIGKILL)
 
 
 def _mounts(mountinfo: str) -> Iterator[tuple[str, str, str, set[str]]]:

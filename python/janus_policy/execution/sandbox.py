@@ -243,7 +243,7 @@ class Run:
         outcome = self._sandbox.wait()
         with self._lock:
             try:
-                self._allotment.release(give_back=True)
+                self._allotment.release(give_back=True, wait=False)
             except OSError as e:
                 raise SandboxFailed(f"after the run: {e}") from None
         return outcome
