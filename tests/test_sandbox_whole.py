@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import subprocess
 import threading
 import time
 from dataclasses import replace
@@ -23,6 +24,7 @@ from janus_policy.errors import InputError
 from janus_policy.execution import allotment, cgroups
 from janus_policy.execution.sandbox import (
     Limits,
+    SandboxFailed,
     SandboxRunner,
     make_limits,
 )
@@ -121,6 +123,84 @@ def test_disk_adds_up_across_files_tmp_and_shm(whole: SandboxRunner, private: Pa
     assert o.limit == "disk", (o, o.stderr[-300:])
     kept = sum(p.stat().st_size for p in private.iterdir())
     assert kept <= 10 << 20
+
+
+def test_sparse_results_are_not_copied_out_as_zeros(whole: SandboxRunner, private: Path) -> None:
+    # 20 files of 9 MiB each that take no block of the 10 MiB scratch filesystem.
+    script = "for i in $(seq 20); do truncate -s 9M s$i; done; echo small > small"
+    run = whole.spawn(
+        ["sh", "-c", script], whole.profile(private), Limits(disk_mb=10, timeout_s=30)
+    )
+    o = run.wait()
+    assert o.exit_code == 0
+    assert any("more than the disk limit" in n for n in run.left_out)
+    assert sum(p.stat().st_size for p in private.iterdir()) <= 10 << 20
+    assert (private / "small").read_text() == "small\n"
+    with pytest.raises(SandboxFailed, match="results not all kept"):
+        sh(whole, private, script, disk_mb=10)
+
+
+def test_a_copy_back_never_hides_the_verdict(whole: SandboxRunner, private: Path) -> None:
+    # Too deep to copy back, and then a timeout: the Outcome still says so.
+    script = "mkdir -p $(printf 'd/%.0s' $(seq 70)) && echo kept > keep.txt && sleep 10"
+    run = whole.spawn(
+        ["sh", "-c", script], whole.profile(private), Limits(timeout_s=1, grace_s=0.2)
+    )
+    o = run.wait()
+    assert o.limit == "timeout"
+    assert any("deeper than" in n for n in run.left_out)
+    assert (private / "keep.txt").read_text() == "kept\n"
+
+
+def test_a_partial_name_clashes_with_nothing(whole: SandboxRunner, private: Path) -> None:
+    script = "echo x > x; echo p > .x.janus-partial; echo z > z"
+    run = whole.spawn(["sh", "-c", script], whole.profile(private), Limits(timeout_s=30))
+    (private / "host.janus-partial").write_text("the host's\n")
+    run.wait()
+    names = sorted(p.name for p in private.iterdir())
+    assert names == [".x.janus-partial", "host.janus-partial", "x", "z"], names
+    assert run.left_out == ()
+
+
+def test_a_mount_beneath_a_read_only_path_is_read_only_too(
+    whole: SandboxRunner, private: Path, tmp_path: Path
+) -> None:
+    base = tmp_path / "ro-base"
+    (base / "sub").mkdir(parents=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "mode=1777", "tmpfs", str(base / "sub")], check=True
+    )
+    try:
+        o = whole.run(
+            ["sh", "-c", f"echo x > {base}/sub/planted && echo wrote"],
+            whole.profile(private, read_only_paths=[base]),
+            Limits(timeout_s=30),
+        )
+        assert b"wrote" not in o.stdout
+        assert b"Read-only file system" in o.stderr
+        assert not (base / "sub" / "planted").exists()
+        o = whole.run(
+            ["sh", "-c", "echo x > /dev/shm/planted && echo wrote"],
+            whole.profile(private, read_only_paths=["/dev"]),
+            Limits(timeout_s=30),
+        )
+        assert b"wrote" not in o.stdout
+        assert not Path("/dev/shm/planted").exists()
+    finally:
+        subprocess.run(["umount", "-l", str(base / "sub")], check=False)
+
+
+def test_user_xattrs_are_bounded_with_the_disk(whole: SandboxRunner, private: Path) -> None:
+    script = (
+        "import os\nopen('f', 'w').close()\nn = 0\n"
+        "try:\n    while n < 100000:\n"
+        "        os.setxattr('f', f'user.a{n}', b'x' * 4000); n += 1\n"
+        "except OSError:\n    pass\nprint(n * 4000)"
+    )
+    o = whole.run(
+        ["python3", "-c", script], whole.profile(private), Limits(disk_mb=2, timeout_s=30)
+    )
+    assert int(o.stdout) <= 2 << 20, o.stdout
 
 
 def test_dev_holds_no_data(runner: SandboxRunner, private: Path) -> None:

@@ -56,18 +56,48 @@ pub fn bind_fd(fd: i32, target: &str, readonly: bool) -> io::Result<()> {
             null.cast(),
         ))?;
         if readonly {
-            let f = libc::MS_REMOUNT
-                | libc::MS_BIND
-                | libc::MS_RDONLY
-                | libc::MS_NOSUID
-                | libc::MS_NODEV;
-            if let Err(e) = cvt(libc::mount(null, t.as_ptr(), null, f, null.cast())) {
+            if let Err(e) = cvt(read_only_tree(&t)) {
                 libc::umount2(t.as_ptr(), libc::MNT_DETACH);
                 return Err(e);
             }
         }
     }
     Ok(())
+}
+
+/// Makes the mount at `path` and every mount beneath it read-only, nosuid
+/// and nodev (mount_setattr with AT_RECURSIVE): a bind remount reaches the
+/// top mount only. Raw syscalls only, so the forked child may call it too;
+/// returns the syscall's result.
+pub fn read_only_tree(path: &CString) -> libc::c_int {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    const MOUNT_ATTR_NOSUID: u64 = 0x2;
+    const MOUNT_ATTR_NODEV: u64 = 0x4;
+    const AT_RECURSIVE: libc::c_uint = 0x8000;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `path` is NUL-terminated and `attr` a live struct of the size passed.
+    unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        ) as libc::c_int
+    }
 }
 
 /// Detaches the mount at `target` and everything mounted beneath it.

@@ -497,7 +497,15 @@ fn rlimits(limits: &Limits, nproc: bool, cgroup: bool) -> Vec<(c_int, libc::rlim
     };
     let mem = limits.memory_mb << 20;
     let disk = limits.disk_mb << 20;
-    let cpu = limits.cpu_budget_s();
+    // Under a cgroup the quota holds the CPU share, and a tree cannot spend
+    // more than its budget before the timeout; RLIMIT_CPU is then only a
+    // backstop, set where a tick-sampled clock under throttling cannot reach
+    // it first.
+    let cpu = if cgroup {
+        2 * limits.cpu_budget_s() + 1
+    } else {
+        limits.cpu_budget_s()
+    };
     let mut v = vec![
         (libc::RLIMIT_FSIZE as c_int, rl(disk, disk)),
         // SIGXCPU at the budget, SIGKILL a second later for programs that catch it.
@@ -1287,6 +1295,16 @@ unsafe fn build_root(n: &NativePrep, fail: RawFd) {
                     fail,
                     Step::RemountReadOnly,
                 );
+                // The remount above holds for the top mount only: a mount
+                // beneath a read-only path (a tmpfs, /dev/shm under /dev)
+                // would stay writable.
+                if *readonly {
+                    check(
+                        crate::host::read_only_tree(dst),
+                        fail,
+                        Step::RemountReadOnly,
+                    );
+                }
             }
             NativeOp::Symlink { target, link, dirs } => {
                 mkdirs(dirs, fail);

@@ -114,17 +114,21 @@ def run(args: argparse.Namespace) -> int:
             tmp_size_mb=spec.tmp_size_mb or limits.disk_mb,
         )
         try:
-            outcome = runner.run(command, profile, limits)
+            run = runner.spawn(command, profile, limits)
+            outcome = run.wait()
         except SandboxUnavailable as e:
             print(f"janus-policy: error: {e}", file=sys.stderr)
             return EXIT_USAGE
     if args.format == "json":
-        print_json(outcome.to_dict())
+        print_json({**outcome.to_dict(), "left_out": list(run.left_out)})
     else:
         _show(outcome.stdout, sys.stdout)
         _show(outcome.stderr, sys.stderr)
         print(summary(outcome), file=sys.stderr)
-    return outcome.exit_code
+        for note in run.left_out:
+            print(f"janus-policy: not kept: {printable(note)}", file=sys.stderr)
+    # Results left out fail a run that would otherwise succeed.
+    return outcome.exit_code or (EXIT_FINDINGS if run.left_out else 0)
 
 
 def _show(data: bytes, stream: TextIO) -> None:

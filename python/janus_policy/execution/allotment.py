@@ -40,8 +40,10 @@ from janus_policy.execution.cgroups import SandboxCgroup
 
 __all__ = ["Allotment", "Scratch", "UidPool", "drain", "sweep_scratch"]
 
-#: Files one scratch space may hold: bounds the copy back as size bounds bytes.
-SCRATCH_INODES = 65_536
+#: Files one scratch space may hold, 256 per MiB of its size (at most 65,536):
+#: bounds the copy back as size bounds bytes, and bounds what tmpfs keeps in
+#: user xattrs, which it counts against inodes, not against its size.
+INODES_PER_MB, MAX_INODES, MIN_INODES = 256, 65_536, 256
 _seq = itertools.count(1)
 
 
@@ -107,6 +109,7 @@ class Scratch:
 
     root: Path
     owner: tuple[int, int]
+    size: int = 0
     manifest: tree.Manifest = field(default_factory=tree.Manifest)
     binds: int = 0
 
@@ -126,11 +129,12 @@ class Scratch:
         root = base / f"{os.getpid()}-{next(_seq)}"
         root.mkdir(mode=0o700)
         try:
-            _sandbox.mount_scratch(str(root), size_mb << 20, SCRATCH_INODES, owner)
+            inodes = min(MAX_INODES, max(MIN_INODES, size_mb * INODES_PER_MB))
+            _sandbox.mount_scratch(str(root), size_mb << 20, inodes, owner)
         except OSError:
             root.rmdir()
             raise
-        s = cls(root, owner)
+        s = cls(root, owner, size_mb << 20)
         try:
             for d, mode in ((s.work, 0o700), (s.tmp, 0o1777), (root / "ro", 0o755)):
                 d.mkdir()
@@ -158,10 +162,11 @@ class Scratch:
         _sandbox.bind_fd(fd, str(target), True)
         return target
 
-    def give_back(self, workdir_fd: int) -> None:
-        """Copies the sandbox's results back into the host work dir."""
+    def give_back(self, workdir_fd: int) -> list[str]:
+        """Copies the sandbox's results back into the host work dir; returns
+        notes on what was left out."""
         with _opened(self.work) as src:
-            tree.copy_back(src, workdir_fd, self.manifest)
+            return tree.copy_back(src, workdir_fd, self.manifest, self.size)
 
     def unmount(self) -> None:
         try:
@@ -207,20 +212,22 @@ class Allotment:
     keep_results: bool = True
     _released: bool = False
 
-    def release(self, *, give_back: bool, wait: bool = True) -> None:
+    def release(self, *, give_back: bool, wait: bool = True) -> list[str]:
         """Copies results back (when asked and kept), then unmounts, removes
         the cgroup and frees the uid: at once, or (`wait=False`) on the
         reclaimer thread, off the caller's path; nothing of it can touch a
-        result any more, and the uid is only free once the rest is gone. A
-        failed copy back is raised; the rest is tried whatever happens (and
+        result any more, and the uid is only free once the rest is gone.
+        Returns notes on results left out; a failure of the copy on the
+        host's side is raised; the rest is tried whatever happens (and
         what a crash leaves is swept by the next runner)."""
         if self._released:
-            return
+            return []
         self._released = True
         scratch, workdir_fd = self.scratch, self.workdir_fd
         try:
             if scratch is not None and workdir_fd is not None and give_back and self.keep_results:
-                scratch.give_back(workdir_fd)
+                return scratch.give_back(workdir_fd)
+            return []
         finally:
             if wait:
                 self._reclaim()

@@ -205,9 +205,10 @@ def _v2(mounts: list[tuple[str, str, str, set[str]]], own: str) -> Layout | str:
 
 def _v1(mounts: list[tuple[str, str, str, set[str]]], own: Mapping[str, str]) -> Layout | str:
     found: dict[Path, Hierarchy] = {}
-    # cpuacct is not needed: every process of a sandbox is reaped inside it,
-    # so the launcher's rusage counts the whole tree's CPU time.
-    for controller in CONTROLLERS:
+    # cpuacct (where it is a hierarchy of its own) counts the tree's CPU time:
+    # orphans the kernel reaps when the sandbox's pid namespace ends never
+    # reach the launcher's rusage.
+    for controller in (*CONTROLLERS, "cpuacct"):
         for fstype, point, root, options in mounts:
             if fstype != "cgroup" or controller not in options or controller not in own:
                 continue
@@ -215,11 +216,12 @@ def _v1(mounts: list[tuple[str, str, str, set[str]]], own: Mapping[str, str]) ->
             if own_dir is None:
                 continue
             base = _base(point, own_dir)
-            have = frozenset(options & set(CONTROLLERS))
+            have = frozenset(options & {*CONTROLLERS, "cpuacct"})
             found.setdefault(base, Hierarchy(1, have, base))
             break
         else:
-            return f"no cgroup v1 hierarchy with the {controller} controller"
+            if controller != "cpuacct":
+                return f"no cgroup v1 hierarchy with the {controller} controller"
     return Layout(tuple(found.values()))
 
 

@@ -222,6 +222,9 @@ class Run:
         self._sandbox = sandbox
         self._allotment = allotment
         self._lock = threading.Lock()
+        #: What of the sandbox's results was not copied back, and why (beyond
+        #: the bounds, a clash, the host refusing); empty when all was.
+        self.left_out: tuple[str, ...] = ()
 
     @property
     def pid(self) -> int:
@@ -243,9 +246,10 @@ class Run:
         outcome = self._sandbox.wait()
         with self._lock:
             try:
-                self._allotment.release(give_back=True, wait=False)
-            except OSError as e:
-                raise SandboxFailed(f"after the run: {e}") from None
+                notes = self._allotment.release(give_back=True, wait=False)
+            except OSError as e:  # the Outcome is still the truth of the run
+                notes = [f"results not copied back: {e}"]
+            self.left_out += tuple(notes)
         return outcome
 
 
@@ -540,5 +544,10 @@ class SandboxRunner:
     def run(
         self, argv: Sequence[str], profile: Profile, limits: Limits, *, keep_results: bool = True
     ) -> Outcome:
-        """Runs `argv` to completion and returns its Outcome."""
-        return self.spawn(argv, profile, limits, keep_results=keep_results).wait()
+        """Runs `argv` to completion and returns its Outcome. Results the
+        copy back left out raise SandboxFailed: use `spawn` to get both."""
+        run = self.spawn(argv, profile, limits, keep_results=keep_results)
+        outcome = run.wait()
+        if run.left_out:
+            raise SandboxFailed("results not all kept: " + "; ".join(run.left_out))
+        return outcome

@@ -165,6 +165,8 @@ class ToolExecutor:
             if fresh is not None:
                 shutil.rmtree(fresh, ignore_errors=True)
         status, error = _status(outcome)
+        if sandbox.left_out and status == "succeeded":
+            status, error = "failed", "results not all kept: " + "; ".join(sandbox.left_out)
         return Execution(status, outcome.to_dict(), limits, argv, error)
 
     def _make_dir(self, path: Path) -> None:

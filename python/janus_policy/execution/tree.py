@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import secrets
 import shutil
 import stat
 from collections.abc import Iterator
@@ -95,6 +96,10 @@ class Manifest:
     files: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     dirs: set[str] = field(default_factory=set)
     entries: int = 0
+    #: Bytes a copy back may still write: the scratch filesystem's size. Only
+    #: a sparse file can look larger than what holds it, and none is copied
+    #: out as gigabytes of zeros onto the host.
+    budget: int = 0
 
     def count(self, rel: str, depth: int) -> None:
         self.entries += 1
@@ -165,21 +170,28 @@ def _copy_in(
             )
 
 
-def copy_back(src: int, dst: int, m: Manifest) -> None:
+def copy_back(src: int, dst: int, m: Manifest, budget: int) -> list[str]:
     """Brings into the tree of directory fd `dst` what the sandbox did in
     `src`: what it removed of what was copied in is removed, new and changed
     files are written (owned by the caller, modes cut to RESULT_MODE), links
     and special files are left out. What appeared in `dst` meanwhile (another
-    sandbox's results) is never removed or overwritten by a dir."""
+    sandbox's results) is never removed or replaced. What the sandbox made
+    beyond the bounds (entries, depth, `budget` bytes) is left out too; the
+    returned notes say what, so a caller can tell results are incomplete.
+    Only a failure on the host's side raises."""
     m.entries = 0
-    _copy_back(src, dst, m, "", 0)
+    m.budget = budget
+    notes: list[str] = []
+    _copy_back(src, dst, m, ("", 0), notes)
+    return notes
 
 
 def _kind(mode: int) -> str:
     return "dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
 
 
-def _copy_back(src: int, dst: int, m: Manifest, rel: str, depth: int) -> None:
+def _copy_back(src: int, dst: int, m: Manifest, at: tuple[str, int], notes: list[str]) -> None:
+    rel, depth = at
     with os.scandir(src) as it:
         made = {e.name: e.stat(follow_symlinks=False) for e in it}
     with os.scandir(dst) as it:
@@ -197,29 +209,48 @@ def _copy_back(src: int, dst: int, m: Manifest, rel: str, depth: int) -> None:
             del there[name]
     for name, st in made.items():
         path = f"{rel}/{name}" if rel else name
-        m.count(path, depth)
         kind = _kind(st.st_mode)
         if kind == "other" or there.get(name, kind) != kind:
             continue  # a link, a device; or a clash with what appeared meanwhile
+        m.entries += 1
+        if m.entries > MAX_ENTRIES:
+            notes.append(f"more than {MAX_ENTRIES} entries: {path!r} and the rest left out")
+            return
         if kind == "dir":
+            if depth >= MAX_DEPTH:
+                notes.append(f"{path!r}: deeper than {MAX_DEPTH} levels, left out")
+                continue
             if name not in there:
                 os.mkdir(name, 0o700, dir_fd=dst)
             with _dir(name, src) as s, _dir(name, dst) as d:
-                _copy_back(s, d, m, path, depth + 1)
+                _copy_back(s, d, m, (path, depth + 1), notes)
                 os.chmod(d, stat.S_IMODE(st.st_mode) & RESULT_MODE | 0o700)
+            if m.entries > MAX_ENTRIES:
+                return
         else:
             unchanged = m.files.get(path) == (st.st_ino, st.st_size, st.st_mtime_ns)
             if unchanged and name in there:
                 continue
+            if name in there and path not in m.files:
+                notes.append(f"{path!r}: appeared in the work dir meanwhile, kept as it is")
+                continue
+            if st.st_size > m.budget:
+                notes.append(f"{path!r}: the results add up to more than the disk limit, left out")
+                continue
+            m.budget -= st.st_size
             _write_result(src, dst, name, st)
 
 
 def _write_result(src: int, dst: int, name: str, st: os.stat_result) -> None:
-    tmp = f".{name}.janus-partial"
+    # A name nobody can have chosen before, created here: only what this
+    # call made is ever removed.
+    tmp = f".janus-partial-{secrets.token_hex(8)}"
+    made = False
     fs = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src)
     try:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(tmp, flags, 0o600, dir_fd=dst)
+        made = True
         try:
             _copy_file(fs, fd, st.st_size)
             os.fchmod(fd, stat.S_IMODE(st.st_mode) & RESULT_MODE)
@@ -228,8 +259,9 @@ def _write_result(src: int, dst: int, name: str, st: os.stat_result) -> None:
             os.close(fd)
         os.rename(tmp, name, src_dir_fd=dst, dst_dir_fd=dst)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp, dir_fd=dst)
+        if made:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dst)
         raise
     finally:
         os.close(fs)

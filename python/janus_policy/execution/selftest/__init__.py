@@ -182,7 +182,8 @@ CHECKS: list[Check] = [
     ),
     Check(
         "limit-cpu",
-        "a CPU spin stops at its budget (cpu_percent x timeout_s): limit 'cpu'",
+        "a CPU spin gets no more than its budget (cpu_percent x timeout_s): held by the quota "
+        "until the timeout, else stopped at the budget (limit 'cpu')",
         limits.check_cpu,
     ),
     Check(
