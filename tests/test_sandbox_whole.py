@@ -108,7 +108,7 @@ def test_the_cgroup_is_gone_after_the_run(whole: SandboxRunner, private: Path) -
     sh(whole, private, "cat /proc/self/cgroup")
     allotment.drain()
     after = {p for h in layout.hierarchies for p in h.base.glob(f"{cgroups.PREFIX}{os.getpid()}-*")}
-    assert after == before == set()
+    assert after <= before  # this run's cgroups are gone (an earlier OOM'd one may linger)
 
 
 # ---- disk for the whole sandbox ----
